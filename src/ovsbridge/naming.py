@@ -1,0 +1,41 @@
+"""Deterministic names and MAC addresses, so a re-run finds the same devices.
+
+Interface names are hash-based and at most 15 characters (IFNAMSIZ - 1); MACs are locally
+administered unicast. No PID, clock or random value goes into a name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+IFNAMSIZ_MAX = 15
+HOST_PREFIX = "ovb"
+PEER_PREFIX = "ovp"
+OWNER = "ovsbridge"
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def host_ifname(guest_key: str, ifname: str) -> str:
+    """Host end of the veth for GUEST's interface IFNAME: ``ovb`` + 11 hex chars."""
+    return HOST_PREFIX + _digest(guest_key, ifname)[:11]
+
+
+def peer_tmp_ifname(host_name: str) -> str:
+    """Temporary name of the guest end while it is created (renamed inside the netns)."""
+    return PEER_PREFIX + host_name[len(HOST_PREFIX) :]
+
+
+def stable_mac(guest_key: str, ifname: str) -> str:
+    """A locally administered unicast MAC derived from the guest and ifname."""
+    raw = bytearray(bytes.fromhex(_digest("mac", guest_key, ifname)[:12]))
+    raw[0] = (raw[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def pipework_mac(text: str) -> str:
+    """MAC as pipework's ``U:TEXT`` derives it: 02 then md5 of ``echo TEXT``'s first 10 hex."""
+    digest = hashlib.md5((text + "\n").encode()).hexdigest()  # noqa: S324 - not security
+    return "02:" + ":".join(digest[i : i + 2] for i in range(0, 10, 2))

@@ -1,0 +1,1 @@
+"""Adapters with side effects: OVS (ovs-vsctl), netlink (pyroute2), Docker, DHCP."""
