@@ -39,3 +39,20 @@ def pipework_mac(text: str) -> str:
     """MAC as pipework's ``U:TEXT`` derives it: 02 then md5 of ``echo TEXT``'s first 10 hex."""
     digest = hashlib.md5((text + "\n").encode()).hexdigest()  # noqa: S324 - not security
     return "02:" + ":".join(digest[i : i + 2] for i in range(0, 10, 2))
+
+
+# external_ids written on the OVS Interface of every port ovsbridge creates. Ports are found
+# by these tags, never by parsing names.
+K_OWNER = "ovsbridge.owner"  # always OWNER
+K_GUEST_KIND = "ovsbridge.guest_kind"  # docker | netns | pid
+K_CONTAINER_ID = "ovsbridge.container_id"  # container id, netns name or pid
+K_CONTAINER_NAME = "ovsbridge.container_name"
+K_IFNAME = "ovsbridge.ifname"  # interface name inside the guest
+K_NETNS_INODE = "ovsbridge.netns_inode"
+K_PID = "ovsbridge.pid"
+K_MAC = "ovsbridge.mac"
+K_MTU = "ovsbridge.mtu"
+K_ADDRESSES = "ovsbridge.addresses"  # comma-separated, as configured
+K_MODE = "ovsbridge.mode"  # static | dhcp | none
+K_CONFIG = "ovsbridge.config"  # fingerprint of the requested configuration
+K_CREATED_AT = "ovsbridge.created_at"  # unix time, seconds

@@ -209,3 +209,21 @@ def kernel_datapath_available() -> bool:
 
 def auto_datapath() -> str:
     return "system" if kernel_datapath_available() else "netdev"
+
+
+# ----- domain-level changes: each is ONE transaction ------------------------------------
+def add_bridge_cmds(name: str, datapath: str) -> list[Command]:
+    return [cmd("--may-exist", "add-br", name),
+            cmd("set", "Bridge", name, f"datapath_type={datapath}")]
+
+
+def add_port_cmds(bridge: str, port: str, external_ids: dict[str, str],
+                  vlan: int | None) -> list[Command]:
+    add = ["add-port", bridge, port]
+    if vlan is not None:
+        add.append(f"tag={vlan}")
+    return [cmd(*add), external_ids_args("Interface", port, external_ids)]
+
+
+def del_port_cmds(ports: Iterable[str]) -> list[Command]:
+    return [cmd("--if-exists", "del-port", p) for p in ports]

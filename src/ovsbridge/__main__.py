@@ -1,0 +1,6 @@
+"""``python -m ovsbridge``: the same CLI as the ``ovsbridge`` console script."""
+
+from ovsbridge.cli import main
+
+if __name__ == "__main__":
+    main()

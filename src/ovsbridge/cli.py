@@ -1,0 +1,207 @@
+"""Command line of ovsbridge: parse, call ops, render, map errors to exit codes.
+
+This module and render.py are the only ones that print. Every failure goes through one
+funnel (``OvsbridgeGroup.invoke``): a one-line ``error:`` on stderr (JSON with --json), an
+optional ``hint:`` line, and the error's documented exit code; tracebacks only with --debug.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from ovsbridge import __version__
+from ovsbridge.errors import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    BadInput,
+    EnvironmentProblem,
+    OvsbridgeError,
+)
+
+if TYPE_CHECKING:
+    from ovsbridge.render import Renderer
+    from ovsbridge.system.ovs import Ovs
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  success (also: already done)
+  1  the operation failed; what it had done was rolled back
+  2  bad input or usage
+  3  not found (bridge, container, namespace, process)
+  4  conflict with what exists (use --replace where offered)
+  5  environment: not root, OVS or Docker unreachable
+"""
+
+
+@dataclass
+class AppContext:
+    """Global options, shared by every command through ``click.Context.obj``."""
+
+    db: str | None = None
+    json: bool = False
+    verbose: int = 0
+    debug: bool = False
+    _renderer: Renderer | None = field(default=None, repr=False)
+
+    @property
+    def ovs(self) -> Ovs:
+        from ovsbridge.system.ovs import Ovs
+
+        return Ovs(db=self.db)
+
+    @property
+    def render(self) -> Renderer:
+        if self._renderer is None:
+            from ovsbridge.render import Renderer
+
+            self._renderer = Renderer(json_mode=self.json)
+        return self._renderer
+
+
+def app() -> AppContext:
+    """The AppContext of the running command."""
+    obj = click.get_current_context().find_root().obj
+    assert isinstance(obj, AppContext)
+    return obj
+
+
+def require_root(func: F) -> F:
+    """Refuse to run (exit 5) before touching anything unless we are root."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if os.geteuid() != 0:
+            raise EnvironmentProblem(
+                "ovsbridge must run as root (it changes network namespaces and OVS)",
+                hint="run it again with sudo",
+            )
+        return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def json_option(func: F) -> F:
+    """``--json`` on a command: the same as the global ``--json``."""
+
+    def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        if value:
+            obj = ctx.find_root().obj
+            if isinstance(obj, AppContext):
+                obj.json = True
+                obj._renderer = None
+        return value
+
+    return click.option("--json", "json_", is_flag=True, expose_value=False, callback=set_json,
+                        is_eager=True, help="Print machine-readable JSON on stdout.")(func)
+
+
+class OvsbridgeGroup(click.Group):
+    """A click group whose invoke is the one error funnel of the CLI."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OvsbridgeError as exc:
+            report_error(ctx, exc)
+            ctx.exit(exc.exit_code)
+        except click.exceptions.Exit:
+            raise
+        except (click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the funnel's last resort
+            wrapped = OvsbridgeError(f"internal error: {type(exc).__name__}: {exc}",
+                                     hint="run again with --debug and report the traceback")
+            report_error(ctx, wrapped, original=exc)
+            ctx.exit(EXIT_FAILED)
+
+
+def report_error(ctx: click.Context, exc: OvsbridgeError,
+                 original: BaseException | None = None) -> None:
+    obj = ctx.obj if isinstance(ctx.obj, AppContext) else AppContext()
+    if obj.debug:
+        import traceback
+
+        traceback.print_exception(original or exc, file=sys.stderr)
+    if obj.json:
+        import json
+
+        click.echo(json.dumps(exc.to_dict()), err=True)
+        return
+    click.echo(f"error: {exc.message}", err=True)
+    if exc.hint:
+        click.echo(f"hint: {exc.hint}", err=True)
+
+
+def _setup_logging(verbose: int, debug: bool) -> None:
+    """-v shows ovsbridge's own DEBUG log: every ovs-vsctl argv and netlink change."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if verbose or debug:
+        logging.getLogger("ovsbridge").setLevel(logging.DEBUG)
+    if verbose >= 3:
+        logging.getLogger("pyroute2").setLevel(logging.DEBUG)
+
+
+@click.group(cls=OvsbridgeGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EXIT_CODES_HELP)
+@click.option("--db", envvar="OVSBRIDGE_DB", metavar="SOCKET",
+              help="OVSDB to use, as ovs-vsctl --db (e.g. unix:/run/openvswitch/db.sock). "
+                   "Env: OVSBRIDGE_DB.")
+@click.option("--json", "json_", is_flag=True, help="Print machine-readable JSON on stdout.")
+@click.option("-v", "--verbose", count=True, help="Log every ovs-vsctl call and netlink change.")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.version_option(__version__, "-V", "--version", prog_name="ovsbridge")
+@click.pass_context
+def main(ctx: click.Context, db: str | None, json_: bool, verbose: int, debug: bool) -> None:
+    """Put containers straight onto your LAN through an Open vSwitch bridge.
+
+    \b
+    Typical use:
+      ovsbridge setup-bridge eth0                  # move the uplink into ovsbr0
+      ovsbridge attach ovsbr0 web1 dhcp            # web1 gets a LAN address
+      ovsbridge attach ovsbr0 db1 198.51.100.18/24@198.51.100.1
+      ovsbridge ps                                 # which port is which container
+      ovsbridge cleanup                            # remove ports of dead containers
+    """
+    ctx.obj = AppContext(db=db or None, json=json_, verbose=verbose, debug=debug)
+    _setup_logging(verbose, debug)
+
+
+def register_optional_commands() -> None:
+    """Commands that live in their own modules (daemon, setup-bridge, cleanup)."""
+    import importlib
+
+    for module_name, attrs in (
+        ("ovsbridge.cli_core", ("attach", "detach", "ps")),
+        ("ovsbridge.cli_daemon", ("daemon",)),
+        ("ovsbridge.cli_uplink", ("setup_bridge", "teardown_bridge", "confirm")),
+        ("ovsbridge.cli_cleanup", ("cleanup",)),
+    ):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        for attr in attrs:
+            command = getattr(module, attr, None)
+            if isinstance(command, click.Command):
+                main.add_command(command)
+
+
+register_optional_commands()
+
+__all__ = ["EXIT_USAGE", "AppContext", "BadInput", "app", "json_option", "main", "require_root"]

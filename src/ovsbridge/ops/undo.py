@@ -1,0 +1,57 @@
+"""An undo stack: push the inverse of each step right after it succeeds; unwind in reverse.
+
+Also the test-only failure hook: when OVSBRIDGE_TEST_FAIL_AT names a step, that step raises
+right after it succeeded (so its undo runs too). Inert unless the variable is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+from ovsbridge.errors import OperationFailed, OvsbridgeError, RollbackIncomplete
+
+log = logging.getLogger(__name__)
+FAIL_AT_ENV = "OVSBRIDGE_TEST_FAIL_AT"
+
+
+class UndoStack:
+    def __init__(self) -> None:
+        self._undo: list[tuple[str, Callable[[], object]]] = []
+
+    def push(self, what: str, undo: Callable[[], object]) -> None:
+        self._undo.append((what, undo))
+
+    def step_done(self, step: str) -> None:
+        """Mark STEP as done; the test hook may fail here."""
+        if os.environ.get(FAIL_AT_ENV) == step:
+            raise OperationFailed(f"injected failure after step {step!r} (test hook)")
+
+    def unwind(self) -> list[str]:
+        """Run every undo in reverse; returns the ones that failed."""
+        failed = []
+        while self._undo:
+            what, undo = self._undo.pop()
+            try:
+                log.debug("undo: %s", what)
+                undo()
+            except Exception as exc:  # noqa: BLE001 - reported with the original error
+                log.warning("undo %s failed: %s", what, exc)
+                failed.append(f"{what}: {exc}")
+        return failed
+
+    def fail(self, original: BaseException) -> BaseException:
+        """Unwind, then return the error to raise (the original, or one naming both)."""
+        failed = self.unwind()
+        if failed:
+            base = original if isinstance(original, Exception) else OperationFailed(str(original))
+            return RollbackIncomplete(base, failed)
+        return original
+
+    def commit(self) -> None:
+        self._undo.clear()
+
+
+def is_domain_error(exc: BaseException) -> bool:
+    return isinstance(exc, OvsbridgeError)

@@ -1,0 +1,205 @@
+"""The real Backend: ops' requests carried out on OVS, netlink, Docker and DHCP.
+
+Thin by design: each method forwards to one adapter call. See ops/backend.py for the seam.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from typing import Any
+
+from ovsbridge.model import Guest, GuestSpec, IPAddress, IPInterface
+from ovsbridge.ops.backend import BridgeInfo, GuestLink, OvsPort, RouteRef
+from ovsbridge.system import docker as docker_adapter
+from ovsbridge.system import netns, ovs
+
+
+class RealBackend:
+    def __init__(self, ovsdb: ovs.Ovs) -> None:
+        self.ovs = ovsdb
+
+    # guests -------------------------------------------------------------------------
+    def resolve_guest(self, spec: GuestSpec) -> Guest:
+        return docker_adapter.resolve_guest(spec)
+
+    def guest_alive(self, kind: str, key: str, netns_inode: int) -> bool | None:
+        return guest_alive(kind, key, netns_inode)
+
+    def container_running(self, ref: str) -> bool | None:
+        return docker_adapter.container_status(ref).running
+
+    def daemon_leases(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Leases the daemon holds, by (guest key, ifname); empty when no daemon runs."""
+        try:
+            from ovsbridge.system import daemon_client
+
+            status = daemon_client.status()
+        except Exception:  # noqa: BLE001 - no daemon (or none yet): no lease details
+            return {}
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for item in status.get("leases", []):
+            key = (str(item.get("guest_key", "")), str(item.get("ifname", "")))
+            out[key] = item
+        return out
+
+    # OVS ------------------------------------------------------------------------------
+    def bridge_info(self, name: str) -> BridgeInfo | None:
+        row = self.ovs.bridge(name)
+        if row is None:
+            return None
+        datapath = ovs.scalar(row["datapath_type"]) or "system"
+        return BridgeInfo(name, datapath, self.ovs.interface_mtu(name))
+
+    def create_bridge(self, name: str, datapath: str) -> None:
+        self.ovs.transact(*ovs.add_bridge_cmds(name, datapath))
+
+    def delete_bridge(self, name: str) -> None:
+        self.ovs.transact(ovs.cmd("--if-exists", "del-br", name))
+
+    def auto_datapath(self) -> str:
+        return ovs.auto_datapath()
+
+    def ports(self, bridge: str | None = None) -> list[OvsPort]:
+        return list_ports(self.ovs, bridge)
+
+    def add_port(self, bridge: str, port: str, external_ids: dict[str, str],
+                 vlan: int | None) -> None:
+        self.ovs.transact(*ovs.add_port_cmds(bridge, port, external_ids, vlan))
+
+    def del_ports(self, ports: list[str]) -> None:
+        self.ovs.transact(*ovs.del_port_cmds(ports))
+
+    # links ------------------------------------------------------------------------------
+    def host_links(self) -> set[str]:
+        return netns.link_names()
+
+    def guest_link(self, netns_path: str, ifname: str) -> GuestLink | None:
+        state = netns.link(ifname, netns_path)
+        if state is None:
+            return None
+        return GuestLink(state.name, state.mac, state.mtu, state.up, state.addresses)
+
+    def create_veth(self, host: str, peer: str, netns_path: str, mtu: int | None) -> None:
+        netns.create_veth(host, peer, netns_path, mtu)
+
+    def delete_host_link(self, name: str) -> bool:
+        return netns.delete_link(name)
+
+    def delete_guest_link(self, netns_path: str, ifname: str) -> bool:
+        try:
+            return netns.delete_link(ifname, netns_path)
+        except Exception:  # noqa: BLE001 - the guest may be gone: nothing left to delete
+            return False
+
+    def configure_guest_link(self, netns_path: str, tmp: str, ifname: str, mac: str,
+                             mtu: int | None) -> None:
+        netns.configure_guest_link(netns_path, tmp, ifname, mac, mtu)
+
+    def set_host_up(self, name: str) -> None:
+        netns.set_up(name)
+
+    def disable_tx_offload(self, name: str, netns_path: str | None) -> None:
+        netns.disable_tx_offload(name, netns_path)
+
+    # addresses and routes -------------------------------------------------------------
+    def add_address(self, netns_path: str, ifname: str, iface: IPInterface) -> None:
+        if iface.version == 6:
+            netns.enable_ipv6(netns_path, ifname)
+        netns.add_address(netns_path, ifname, iface)
+
+    def default_route(self, netns_path: str, version: int) -> RouteRef | None:
+        family = socket.AF_INET if version == 4 else socket.AF_INET6
+        for route in netns.default_routes(netns_path):
+            if route["family"] == family:
+                return RouteRef(version, route["gateway"], route["oif"])
+        return None
+
+    def replace_default_route(self, netns_path: str, ifname: str, gateway: IPAddress,
+                              on_link: bool) -> None:
+        netns.replace_default_route(netns_path, ifname, gateway, on_link)
+
+    def restore_default_route(self, netns_path: str, route: RouteRef) -> None:
+        netns.restore_default_route(netns_path, route.version, route.gateway, route.oif)
+
+    def announce(self, netns_path: str, ifname: str, iface: IPInterface, mac: str) -> None:
+        if iface.version == 4:
+            netns.gratuitous_arp(netns_path, ifname, iface.ip, mac)  # type: ignore[arg-type]
+
+    # DHCP ------------------------------------------------------------------------------
+    def dhcp_acquire(self, netns_path: str, ifname: str, *, mac: str, hostname: str | None,
+                     client_id: bytes, timeout: float) -> Any:
+        from ovsbridge.system import dhcp
+
+        return dhcp.acquire(netns_path, ifname, mac=mac, hostname=hostname,
+                            client_id=client_id, timeout=timeout)
+
+    def dhcp_apply(self, netns_path: str, ifname: str, lease: Any, default_route: bool) -> None:
+        from ovsbridge.system import dhcp
+
+        dhcp.apply_lease(netns_path, ifname, lease, default_route=default_route)
+
+    def dhcp_unapply(self, netns_path: str, ifname: str, lease: Any) -> None:
+        from ovsbridge.system import dhcp
+
+        dhcp.unapply_lease(netns_path, ifname, lease)
+
+    def dhcp_release(self, netns_path: str, ifname: str, lease: Any) -> None:
+        from ovsbridge.system import dhcp
+
+        dhcp.release(netns_path, ifname, lease)
+
+    def write_resolv_conf(self, path: str, lease: Any) -> None:
+        from ovsbridge.system import dhcp
+
+        dhcp.write_resolv_conf(path, lease)
+
+    def daemon_hold(self, guest: Guest, ifname: str, lease: Any,
+                    options: dict[str, Any]) -> None:
+        from ovsbridge.system import daemon_client
+
+        daemon_client.hold(dataclasses.asdict(guest), ifname, lease, options)
+
+    def daemon_drop(self, guest_key: str, ifname: str, release: bool) -> None:
+        from ovsbridge.system import daemon_client
+
+        daemon_client.drop(guest_key, ifname, release=release)
+
+
+def list_ports(ovsdb: ovs.Ovs, bridge: str | None = None) -> list[OvsPort]:
+    """Every port (but each bridge's own internal port) with its interface facts, one read."""
+    snap = ovsdb.snapshot()
+    out = []
+    for br, port, ifaces in snap.ports_with_interfaces():
+        if bridge is not None and br != bridge:
+            continue
+        if port["name"] == br:
+            continue
+        iface = ifaces[0] if ifaces else {}
+        ofport = ovs.scalar(iface.get("ofport"))
+        out.append(OvsPort(
+            bridge=br, port=port["name"],
+            ofport=int(ofport) if isinstance(ofport, int) else None,
+            iface_type=iface.get("type") or "",
+            error=ovs.scalar(iface.get("error")),
+            vlan=ovs.scalar(port.get("tag")),
+            external_ids=dict(iface.get("external_ids") or {}),
+            port_external_ids=dict(port.get("external_ids") or {}),
+            mac_in_use=ovs.scalar(iface.get("mac_in_use")),
+        ))
+    return out
+
+
+def guest_alive(kind: str, key: str, netns_inode: int) -> bool | None:
+    """Is the recorded guest still there in the same netns? None when it cannot be told."""
+    import os
+
+    if kind == "docker":
+        status = docker_adapter.container_status(key)
+        return status.running and status.netns_inode == netns_inode
+    path = (os.path.join(docker_adapter.NETNS_RUN_DIR, key) if kind == "netns"
+            else f"/proc/{key}/ns/net")
+    try:
+        return os.stat(path).st_ino == netns_inode
+    except (FileNotFoundError, ValueError):
+        return False

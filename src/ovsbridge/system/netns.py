@@ -1,0 +1,380 @@
+"""Netlink adapter (pyroute2) for veth pairs and the guest side of an attachment.
+
+The only module of the attach path that imports pyroute2. Guest namespaces are opened from
+their path (``/proc/PID/ns/net`` or ``/var/run/netns/NAME``); the CLI process itself never
+changes namespace: work that must happen inside one runs in a short-lived thread that has
+entered it (``setns`` is per thread). NetlinkError is translated into domain errors here.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ovsbridge.errors import Conflict, NotFound, OperationFailed, OvsbridgeError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def netns_inode(path: str) -> int:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError as exc:
+        raise NotFound(f"network namespace {path} does not exist") from exc
+
+
+def current_netns_inode() -> int:
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def _translate(exc: NetlinkError, what: str) -> OvsbridgeError:
+    code = exc.code
+    text = f"{what}: {os.strerror(code) if code else exc}"
+    if code == errno.EEXIST:
+        return Conflict(text)
+    if code in (errno.ENODEV, errno.ENOENT, errno.ESRCH):
+        return NotFound(text)
+    return OperationFailed(text)
+
+
+def _setns(fd: int) -> None:
+    # NOTE: os.setns only exists from Python 3.12; pyroute2 wraps the syscall for 3.11.
+    from pyroute2.netns import setns
+
+    setns(fd)
+
+
+def in_netns(path: str | None, func: Callable[[], T]) -> T:
+    """Run FUNC in a thread that has entered the network namespace at PATH."""
+    if path is None:
+        return func()
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            failure.append(NotFound(f"network namespace {path} is gone"))
+            return
+        try:
+            _setns(fd)
+        except OSError as exc:
+            failure.append(OperationFailed(f"cannot enter network namespace {path}: {exc}"))
+            return
+        finally:
+            os.close(fd)
+        try:
+            result.append(func())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=body, name="ovsbridge-netns", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+@contextmanager
+def _ipr(path: str | None = None) -> Iterator[IPRoute]:
+    """An IPRoute bound to PATH's netns (the current one when None)."""
+    try:
+        ipr = IPRoute() if path is None else IPRoute(netns=path, flags=0)
+    except (OSError, TimeoutError) as exc:
+        raise NotFound(f"network namespace {path} cannot be opened: {exc}") from exc
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def _index(ipr: IPRoute, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class LinkState:
+    name: str
+    index: int
+    mac: str
+    mtu: int
+    up: bool
+    kind: str | None
+    addresses: tuple[str, ...]  # global addresses, "ip/prefix"
+
+
+def _link_state(ipr: IPRoute, index: int) -> LinkState:
+    msg = ipr.get_links(index)[0]
+    info = msg.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+    addrs = []
+    for amsg in ipr.get_addr(index=index):
+        if amsg["scope"] != 0:
+            continue
+        addrs.append(f"{amsg.get_attr('IFA_ADDRESS')}/{amsg['prefixlen']}")
+    return LinkState(
+        name=msg.get_attr("IFLA_IFNAME"),
+        index=index,
+        mac=msg.get_attr("IFLA_ADDRESS") or "",
+        mtu=msg.get_attr("IFLA_MTU") or 0,
+        up=bool(msg["flags"] & 1),
+        kind=kind,
+        addresses=tuple(addrs),
+    )
+
+
+def link(name: str, netns_path: str | None = None) -> LinkState | None:
+    """State of link NAME in a netns (current when None), or None when absent."""
+    try:
+        with _ipr(netns_path) as ipr:
+            index = _index(ipr, name)
+            return None if index is None else _link_state(ipr, index)
+    except NetlinkError as exc:
+        raise _translate(exc, f"cannot read link {name}") from exc
+
+
+def link_names(netns_path: str | None = None) -> set[str]:
+    with _ipr(netns_path) as ipr:
+        return {m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+
+
+def create_veth(host: str, peer: str, netns_path: str, mtu: int | None) -> None:
+    """Create HOST (here) and PEER placed directly in the netns at NETNS_PATH."""
+    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with _ipr() as ipr:
+            peer_spec: dict[str, Any] = {"ifname": peer, "net_ns_fd": fd}
+            extra: dict[str, Any] = {}
+            if mtu:
+                peer_spec["mtu"] = mtu
+                extra["mtu"] = mtu
+            log.debug("netlink: add veth %s peer %s in %s mtu=%s", host, peer, netns_path, mtu)
+            ipr.link("add", ifname=host, kind="veth", peer=peer_spec, **extra)
+    except NetlinkError as exc:
+        raise _translate(exc, f"cannot create veth {host}") from exc
+    finally:
+        os.close(fd)
+
+
+def set_up(name: str, netns_path: str | None = None) -> None:
+    try:
+        with _ipr(netns_path) as ipr:
+            index = _index(ipr, name)
+            if index is None:
+                raise NotFound(f"interface {name} does not exist")
+            log.debug("netlink: set %s up", name)
+            ipr.link("set", index=index, state="up")
+    except NetlinkError as exc:
+        raise _translate(exc, f"cannot bring {name} up") from exc
+
+
+def delete_link(name: str, netns_path: str | None = None) -> bool:
+    """Delete link NAME; True if it existed. Succeeds when it is already gone."""
+    try:
+        with _ipr(netns_path) as ipr:
+            index = _index(ipr, name)
+            if index is None:
+                return False
+            log.debug("netlink: del link %s (netns %s)", name, netns_path or "current")
+            ipr.link("del", index=index)
+            return True
+    except NotFound:
+        return False
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return False
+        raise _translate(exc, f"cannot delete {name}") from exc
+
+
+def configure_guest_link(netns_path: str, tmp_name: str, ifname: str, mac: str,
+                         mtu: int | None) -> None:
+    """Rename the guest end to IFNAME, set its MAC and MTU, bring it and lo up."""
+    try:
+        with _ipr(netns_path) as ipr:
+            index = _index(ipr, tmp_name)
+            if index is None:
+                raise NotFound(f"interface {tmp_name} vanished from the guest")
+            if _index(ipr, ifname) is not None:
+                raise Conflict(f"the guest already has an interface named {ifname}",
+                               hint="pick another --ifname")
+            changes: dict[str, Any] = {"ifname": ifname, "address": mac}
+            if mtu:
+                changes["mtu"] = mtu
+            log.debug("netlink[%s]: set %s %s", netns_path, tmp_name, changes)
+            ipr.link("set", index=index, **changes)
+            ipr.link("set", index=index, state="up")
+            lo = _index(ipr, "lo")
+            if lo is not None:
+                ipr.link("set", index=lo, state="up")
+    except NetlinkError as exc:
+        raise _translate(exc, f"cannot configure {ifname} in the guest") from exc
+
+
+def add_address(netns_path: str, ifname: str, iface: ipaddress.IPv4Interface
+                | ipaddress.IPv6Interface) -> None:
+    try:
+        with _ipr(netns_path) as ipr:
+            index = _require(ipr, ifname)
+            kwargs: dict[str, Any] = {"address": str(iface.ip), "prefixlen":
+                                      iface.network.prefixlen}
+            if iface.version == 6:
+                # NOTE: without nodad the address stays "tentative" for ~1 s and cannot be
+                # used as a source; a static address on a LAN we manage is ours to use now.
+                kwargs["flags"] = 0x02  # IFA_F_NODAD
+            else:
+                kwargs["broadcast"] = str(iface.network.broadcast_address)
+            log.debug("netlink[%s]: add address %s on %s", netns_path, iface, ifname)
+            ipr.addr("add", index=index, **kwargs)
+    except NetlinkError as exc:
+        raise _translate(exc, f"cannot add address {iface} on {ifname}") from exc
+
+
+def replace_default_route(netns_path: str, ifname: str, gateway: ipaddress.IPv4Address
+                          | ipaddress.IPv6Address, on_link: bool) -> None:
+    """Make GATEWAY the default route of its family, adding an on-link route first if asked."""
+    family = socket.AF_INET if gateway.version == 4 else socket.AF_INET6
+    default = "0.0.0.0/0" if gateway.version == 4 else "::/0"
+    try:
+        with _ipr(netns_path) as ipr:
+            index = _require(ipr, ifname)
+            if on_link:
+                host = f"{gateway}/{gateway.max_prefixlen}"
+                log.debug("netlink[%s]: route replace %s dev %s", netns_path, host, ifname)
+                ipr.route("replace", dst=host, oif=index, family=family, scope=253)
+            log.debug("netlink[%s]: route replace default via %s", netns_path, gateway)
+            ipr.route("replace", dst=default, gateway=str(gateway), oif=index, family=family)
+    except NetlinkError as exc:
+        raise _translate(exc, f"cannot set the default route via {gateway}") from exc
+
+
+def default_routes(netns_path: str) -> list[dict[str, Any]]:
+    with _ipr(netns_path) as ipr:
+        out = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for r in ipr.get_routes(family=family, table=254):
+                if r["dst_len"] == 0:
+                    out.append({"family": family, "gateway": r.get_attr("RTA_GATEWAY"),
+                                "oif": r.get_attr("RTA_OIF")})
+        return out
+
+
+def _require(ipr: IPRoute, name: str) -> int:
+    index = _index(ipr, name)
+    if index is None:
+        raise NotFound(f"interface {name} does not exist in the guest")
+    return index
+
+
+_TX_CSUM = ("tx-checksum-ipv4", "tx-checksum-ip-generic", "tx-checksum-ipv6",
+            "tx-checksum-sctp", "tx-checksum-fcoe-crc")
+
+
+def disable_tx_offload(name: str, netns_path: str | None = None) -> None:
+    """``ethtool -K NAME tx off``, through pyroute2's ethtool, in the given netns.
+
+    NOTE: on OVS's userspace datapath a veth with TX checksum offload hands OVS packets
+    with partial checksums; OVS forwards them unfixed, so UDP (DHCP offers) is dropped.
+    """
+
+    def body() -> None:
+        from pyroute2.ethtool import Ethtool
+
+        with Ethtool() as eth:
+            features = eth.get_features(name)
+            changed = False
+            for key in _TX_CSUM:
+                feature = features.features.get(key)
+                if feature is not None and feature.enable:
+                    feature.enable = False
+                    changed = True
+            if changed:
+                log.debug("ethtool[%s]: %s tx off", netns_path or "current", name)
+                eth.set_features(name, features)
+
+    try:
+        in_netns(netns_path, body)
+    except OvsbridgeError:
+        raise
+    except (OSError, NetlinkError) as exc:
+        raise OperationFailed(f"cannot turn off TX checksum offload on {name}: {exc}") from exc
+
+
+def gratuitous_arp(netns_path: str, ifname: str, ip: ipaddress.IPv4Address, mac: str) -> None:
+    """Announce IP at MAC on IFNAME in the guest (an ARP request for itself, broadcast)."""
+    hw = bytes.fromhex(mac.replace(":", ""))
+    packet = (
+        b"\xff" * 6 + hw + struct.pack("!H", 0x0806)
+        + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)
+        + hw + ip.packed + b"\x00" * 6 + ip.packed
+    )
+
+    def body() -> None:
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806)) as sock:
+            sock.bind((ifname, 0))
+            sock.send(packet)
+
+    try:
+        in_netns(netns_path, body)
+    except OSError as exc:
+        log.warning("gratuitous ARP for %s on %s failed: %s", ip, ifname, exc)
+
+
+def restore_default_route(netns_path: str, version: int, gateway: str | None,
+                          oif: int | None) -> None:
+    """Put back a default route as it was (undo of replace_default_route)."""
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
+    default = "0.0.0.0/0" if version == 4 else "::/0"
+    try:
+        with _ipr(netns_path) as ipr:
+            spec: dict[str, Any] = {"dst": default, "family": family}
+            if gateway:
+                spec["gateway"] = gateway
+            if oif and ipr.get_links(oif):
+                spec["oif"] = oif
+            log.debug("netlink[%s]: route replace %s", netns_path, spec)
+            ipr.route("replace", **spec)
+    except NetlinkError as exc:
+        if exc.code in (errno.ENODEV, errno.ENETUNREACH):
+            return  # its interface is gone: nothing to restore to
+        raise _translate(exc, "cannot restore the default route") from exc
+
+
+def enable_ipv6(netns_path: str, ifname: str) -> None:
+    """Turn IPv6 on for IFNAME in the guest.
+
+    NOTE: Docker starts containers with net.ipv6.conf.default.disable_ipv6=1, so a new
+    interface refuses IPv6 addresses (EACCES) until its own switch is turned on. /proc/sys/net
+    shows the netns of the thread that opens it, hence in_netns.
+    """
+
+    def body() -> None:
+        path = f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"
+        try:
+            with open(path) as f:
+                if f.read().strip() == "0":
+                    return
+            with open(path, "w") as f:
+                f.write("0")
+        except FileNotFoundError:
+            raise OperationFailed("IPv6 is not available in the guest's kernel namespace",
+                                  hint="boot with ipv6 enabled, or give IPv4 addresses only"
+                                  ) from None
+
+    log.debug("sysctl[%s]: net.ipv6.conf.%s.disable_ipv6=0", netns_path, ifname)
+    in_netns(netns_path, body)
