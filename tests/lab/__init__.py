@@ -8,8 +8,9 @@ machine; every resource it creates is registered for removal (see ``lab.resource
 from __future__ import annotations
 
 import ipaddress
+import os
 
-TEST_IMAGE = "ovsbridge-test:busybox"
+TEST_IMAGE = os.environ.get("OVSBRIDGE_TEST_IMAGE") or "ovsbridge-test:busybox"
 TEST_LABEL = "ovsbridge-test"
 SESSION_LABEL = "ovsbridge-test.session"
 NAME_PREFIX = "obt"
