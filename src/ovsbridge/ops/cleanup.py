@@ -1,0 +1,337 @@
+"""cleanup: find the OVS ports that dead containers left behind and remove them in one go.
+
+A port is judged by ``assess`` (shared with ``ovsbridge ps``): stale when its kernel interface
+is gone, when OVS reports an error or ofport -1 on it, or when the guest it records is gone,
+stopped or restarted into another netns. Only ports made by ovsbridge, pipework (``pipework.*``
+external_ids), ovs-docker (``container_id``) or untagged veth ports are candidates; uplinks,
+internal, patch and tunnel ports, bonds, ports other tools tagged, and ports younger than
+``MIN_AGE`` seconds are never removed. All removals are one OVSDB transaction (by port UUID,
+so a port re-created under the same name meanwhile is untouched), then the DHCP leases of the
+removed ports are dropped from the daemon and leftover host veths are deleted.
+
+NOTE on reading order: OVS is read before the kernel. pipework, ovs-docker and ovsbridge all
+create the veth before they add its port, so a port seen in OVS whose device is missing from
+the later kernel read is really gone, never an attach in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ovsbridge import naming
+from ovsbridge.ops.backend import OvsPort
+
+MIN_AGE = 10.0  # seconds: a younger port of ours may be an attach in flight
+KERNEL_TYPES = ("", "system")
+TUNNEL_TYPES = frozenset({"vxlan", "gre", "geneve", "stt", "lisp", "erspan", "ip6erspan",
+                          "ip6gre", "gtpu", "bareudp", "srv6"})
+# Marks setup-bridge (or an admin) may put on an uplink; any of them protects the port.
+UPLINK_ROLE_KEY = "ovsbridge.role"
+UPLINK_ROLE = "uplink"
+UPLINK_KEY = "ovsbridge.uplink"
+
+# Guest states a probe reports.
+ALIVE, GONE, STOPPED, RESTARTED, UNKNOWN = "alive", "gone", "stopped", "restarted", "unknown"
+
+
+@dataclass(frozen=True)
+class KernelLink:
+    """A root-netns interface as the kernel reports it (kind: rtnetlink's IFLA_INFO_KIND,
+    e.g. ``veth``, ``tun``; None for a physical NIC)."""
+
+    name: str
+    index: int
+    kind: str | None
+
+
+@dataclass(frozen=True)
+class PortFacts:
+    """An OVS port with what cleanup needs beyond ``OvsPort``, from the same OVSDB read."""
+
+    port: OvsPort
+    uuid: str
+    interfaces: int = 1
+    bridge_external_ids: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: str  # ok | stale | error
+    reason: str
+
+
+class GuestProbe(Protocol):
+    def guest_state(self, kind: str, key: str, netns_inode: int | None) -> str: ...
+    def container_state(self, ref: str) -> str: ...
+
+
+class CleanupBackend(GuestProbe, Protocol):
+    def bridge_exists(self, name: str) -> bool: ...
+    def port_facts(self, bridge: str | None) -> list[PortFacts]: ...
+    def kernel_links(self) -> dict[str, KernelLink]: ...
+    def remove_ports(self, ports: Sequence[PortFacts]) -> None: ...
+    def delete_link(self, link: KernelLink) -> bool: ...
+    def drop_lease(self, guest_key: str, ifname: str) -> None: ...
+
+
+class BackendProbe:
+    """A GuestProbe over the core Backend's yes/no answers (for ``ps``)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    def guest_state(self, kind: str, key: str, netns_inode: int | None) -> str:
+        alive = self.backend.guest_alive(kind, key, -1 if netns_inode is None else netns_inode)
+        return UNKNOWN if alive is None else (ALIVE if alive else GONE)
+
+    def container_state(self, ref: str) -> str:
+        running = self.backend.container_running(ref)
+        return UNKNOWN if running is None else (ALIVE if running else GONE)
+
+
+def owner_of(port: OvsPort) -> str:
+    from ovsbridge.ops.ps import owner_of as ps_owner_of
+
+    return ps_owner_of(port)
+
+
+# ----- judging one port -------------------------------------------------------------------
+_GUEST_WORDS = {
+    "docker": {GONE: "container gone", STOPPED: "container stopped",
+               RESTARTED: "container restarted (new netns)"},
+    "netns": {GONE: "netns gone", RESTARTED: "netns re-created", STOPPED: "netns gone"},
+    "pid": {GONE: "process gone", RESTARTED: "process replaced (other netns)",
+            STOPPED: "process gone"},
+}
+
+
+def assess(port: OvsPort, owner: str, links: Mapping[str, KernelLink] | Collection[str],
+           probe: GuestProbe) -> Verdict:
+    """Is PORT healthy? ``links`` are the kernel's interfaces (names, or name -> KernelLink)."""
+    if port.iface_type in KERNEL_TYPES and port.port not in links:
+        return Verdict("stale", "interface gone from the kernel")
+    if port.error or port.ofport == -1:
+        return Verdict("error", f"OVS reports: {port.error}" if port.error else "ofport -1")
+    ids = port.external_ids
+    if owner == "ovsbridge":
+        inode = ids.get(naming.K_NETNS_INODE, "")
+        kind = ids.get(naming.K_GUEST_KIND, "docker")
+        state = probe.guest_state(kind, ids.get(naming.K_CONTAINER_ID, ""),
+                                  int(inode) if inode.isdigit() else None)
+        return _guest_verdict(kind, state)
+    ref = _recorded_container(port, owner)
+    if ref:
+        return _guest_verdict("docker", probe.container_state(ref))
+    return Verdict("ok", "healthy")
+
+
+def _guest_verdict(kind: str, state: str) -> Verdict:
+    if state == ALIVE:
+        return Verdict("ok", "healthy")
+    if state == UNKNOWN:
+        return Verdict("ok", "guest state unknown (Docker unreachable?)")
+    words = _GUEST_WORDS.get(kind, _GUEST_WORDS["docker"])
+    return Verdict("stale", words.get(state, state))
+
+
+def _recorded_container(port: OvsPort, owner: str) -> str | None:
+    if owner == "ovs-docker":
+        return port.external_ids.get("container_id") or None
+    if owner == "pipework":
+        ids = {**port.port_external_ids, **port.external_ids}
+        return ids.get("pipework.container_id") or None
+    return None
+
+
+def protection(facts: PortFacts, owner: str,
+               links: Mapping[str, KernelLink]) -> str | None:
+    """Why this port must never be removed, or None when it may be (if stale)."""
+    port = facts.port
+    if port.iface_type == "internal":
+        return "internal port"
+    if port.iface_type == "patch":
+        return "patch port"
+    if port.iface_type in TUNNEL_TYPES:
+        return f"tunnel port ({port.iface_type})"
+    if port.iface_type not in KERNEL_TYPES:
+        return f"{port.iface_type} port"
+    if facts.interfaces > 1:
+        return "bond (uplink)"
+    if _uplink_marked(facts):
+        return "uplink"
+    if owner == "unknown":
+        foreign = sorted({*port.external_ids, *port.port_external_ids})
+        if foreign:
+            return f"tagged by another tool ({', '.join(foreign[:3])})"
+        link = links.get(port.port)
+        if link is not None and link.kind != "veth":
+            return f"not a veth ({link.kind or 'physical NIC'})"
+    return None
+
+
+def _uplink_marked(facts: PortFacts) -> bool:
+    port = facts.port
+    for ids in (port.external_ids, port.port_external_ids):
+        if ids.get(UPLINK_ROLE_KEY) == UPLINK_ROLE or UPLINK_KEY in ids:
+            return True
+    recorded = facts.bridge_external_ids.get(UPLINK_KEY, "")
+    return port.port in recorded.split(",")
+
+
+def _age(port: OvsPort, now: float) -> float | None:
+    raw = port.external_ids.get(naming.K_CREATED_AT)
+    try:
+        return now - float(raw) if raw else None
+    except ValueError:
+        return None
+
+
+# ----- the operation ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class CleanupEntry:
+    bridge: str
+    port: str
+    owner: str
+    container_id: str | None
+    container_name: str | None
+    ifname: str | None
+    state: str  # ok | stale | error
+    action: str  # removed | would remove | kept
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bridge": self.bridge, "port": self.port, "owner": self.owner,
+                "container_id": self.container_id, "container_name": self.container_name,
+                "ifname": self.ifname, "state": self.state, "action": self.action,
+                "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class CleanupResult:
+    dry_run: bool
+    removed: tuple[CleanupEntry, ...]  # would be removed, with dry_run
+    kept: tuple[CleanupEntry, ...]
+    leases_dropped: tuple[str, ...] = ()
+    links_deleted: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run,
+                "removed": [e.to_json() for e in self.removed],
+                "kept": [e.to_json() for e in self.kept],
+                "leases_dropped": list(self.leases_dropped),
+                "links_deleted": list(self.links_deleted),
+                "notes": list(self.notes)}
+
+
+def _identity(port: OvsPort, owner: str) -> tuple[str | None, str | None, str | None]:
+    ids = port.external_ids
+    if owner == "ovsbridge":
+        return (ids.get(naming.K_CONTAINER_ID), ids.get(naming.K_CONTAINER_NAME),
+                ids.get(naming.K_IFNAME))
+    if owner == "ovs-docker":
+        return ids.get("container_id"), None, ids.get("container_iface")
+    if owner == "pipework":
+        pw = {**port.port_external_ids, **ids}
+        return (pw.get("pipework.container_id"), pw.get("pipework.container_name"),
+                pw.get("pipework.ifname"))
+    return None, None, None
+
+
+def cleanup(backend: CleanupBackend, bridge: str | None = None, *, dry_run: bool = False,
+            min_age: float = MIN_AGE, now: float | None = None,
+            select: Callable[[PortFacts], bool] | None = None) -> CleanupResult:
+    """Remove stale ports (on BRIDGE, or every bridge); with DRY_RUN only say which.
+
+    SELECT narrows the candidates (the watcher passes "ports of this container"); ports it
+    rejects are not reported at all.
+    """
+    if bridge is not None and not backend.bridge_exists(bridge):
+        from ovsbridge.errors import NotFound
+
+        raise NotFound(f'bridge "{bridge}" does not exist',
+                       hint="list bridges with 'ovs-vsctl list-br'")
+    facts = [f for f in backend.port_facts(bridge) if select is None or select(f)]
+    links = backend.kernel_links()  # NOTE: after the OVS read; see the module docstring
+    clock = time.time() if now is None else now
+    doomed: list[tuple[PortFacts, CleanupEntry]] = []
+    kept: list[CleanupEntry] = []
+    for item in sorted(facts, key=lambda f: (f.port.bridge, f.port.port)):
+        port = item.port
+        owner = owner_of(port)
+        verdict = assess(port, owner, links, backend)
+        shield = protection(item, owner, links)
+        age = _age(port, clock)
+        cid, name, ifname = _identity(port, owner)
+
+        def entry(action: str, reason: str, verdict: Verdict = verdict, port: OvsPort = port,
+                  owner: str = owner, cid: str | None = cid, name: str | None = name,
+                  ifname: str | None = ifname) -> CleanupEntry:
+            return CleanupEntry(port.bridge, port.port, owner, cid, name, ifname, verdict.state,
+                                action, reason)
+
+        if verdict.state == "ok":
+            kept.append(entry("kept", f"{shield}, healthy" if shield else verdict.reason))
+        elif shield:
+            kept.append(entry("kept", f"{shield} (never removed; {verdict.reason})"))
+        elif age is not None and age < min_age:
+            kept.append(entry("kept", f"created {max(age, 0):.0f}s ago, may be an attach in "
+                                      f"flight ({verdict.reason})"))
+        else:
+            doomed.append((item, entry("would remove" if dry_run else "removed",
+                                       verdict.reason)))
+    if dry_run or not doomed:
+        return CleanupResult(dry_run, tuple(e for _, e in doomed), tuple(kept))
+    backend.remove_ports([f for f, _ in doomed])
+    leases, deleted, notes = _after_removal(backend, [f for f, _ in doomed], links)
+    return CleanupResult(False, tuple(e for _, e in doomed), tuple(kept), leases, deleted,
+                         notes)
+
+
+def _after_removal(backend: CleanupBackend, removed: Iterable[PortFacts],
+                   links: Mapping[str, KernelLink]) -> tuple[tuple[str, ...], tuple[str, ...],
+                                                            tuple[str, ...]]:
+    """Drop the daemon's leases of removed DHCP ports; delete their leftover host veths."""
+    leases: list[str] = []
+    deleted: list[str] = []
+    notes: list[str] = []
+    for item in removed:
+        port = item.port
+        ids = port.external_ids
+        if owner_of(port) == "ovsbridge" and ids.get(naming.K_MODE) == "dhcp":
+            key, ifname = ids.get(naming.K_CONTAINER_ID, ""), ids.get(naming.K_IFNAME, "")
+            try:
+                backend.drop_lease(key, ifname)
+                leases.append(f"{key[:12]}/{ifname}")
+            except Exception as exc:  # the port is gone; the lease is advisory
+                notes.append(f"lease of {key[:12]}/{ifname} not dropped: {exc}")
+        link = links.get(port.port)
+        if link is not None and link.kind == "veth":
+            try:
+                if backend.delete_link(link):
+                    deleted.append(link.name)
+            except Exception as exc:  # reported; the OVS part is done
+                notes.append(f"host interface {link.name} not deleted: {exc}")
+    return tuple(leases), tuple(deleted), tuple(notes)
+
+
+def ports_of_container(*refs: str) -> Callable[[PortFacts], bool]:
+    """SELECT for ``cleanup``: the ports that record one of REFS (a container's id or name).
+
+    ovsbridge records the full id; ovs-docker and pipework record whatever their user typed
+    (a name, a full or a short id).
+    """
+    wanted = {r for r in refs if r}
+    full_ids = [r for r in wanted if len(r) == 64]
+
+    def select(facts: PortFacts) -> bool:
+        port = facts.port
+        cid = _identity(port, owner_of(port))[0]
+        if not cid:
+            return False
+        return cid in wanted or (len(cid) >= 12 and any(f.startswith(cid) for f in full_ids))
+
+    return select
