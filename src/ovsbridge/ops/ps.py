@@ -28,21 +28,10 @@ def owner_of(port: OvsPort) -> str:
 
 
 def port_state(backend: Backend, port: OvsPort, owner: str, host_links: set[str]) -> str:
-    if port.error or port.ofport == -1:
-        return "error"
-    if port.iface_type in KERNEL_TYPES and port.port not in host_links:
-        return "stale"
-    ids = port.external_ids
-    if owner == "ovsbridge":
-        inode = ids.get(naming.K_NETNS_INODE, "")
-        alive = backend.guest_alive(ids.get(naming.K_GUEST_KIND, "docker"),
-                                    ids.get(naming.K_CONTAINER_ID, ""),
-                                    int(inode) if inode.isdigit() else -1)
-        return "stale" if alive is False else "ok"
-    if owner == "ovs-docker":
-        # NOTE: ovs-docker records no netns, so only "is the container running" can be told.
-        return "stale" if backend.container_running(ids["container_id"]) is False else "ok"
-    return "ok"
+    # NOTE: one judge for ps and cleanup: ops/cleanup.py's assess.
+    from ovsbridge.ops.cleanup import BackendProbe, assess
+
+    return assess(port, owner, host_links, BackendProbe(backend)).state
 
 
 def port_map(backend: Backend, bridge: str | None = None,
