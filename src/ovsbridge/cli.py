@@ -114,9 +114,7 @@ class OvsbridgeGroup(click.Group):
         except OvsbridgeError as exc:
             report_error(ctx, exc)
             ctx.exit(exc.exit_code)
-        except click.exceptions.Exit:
-            raise
-        except (click.ClickException, click.Abort):
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
@@ -127,22 +125,48 @@ class OvsbridgeGroup(click.Group):
             report_error(ctx, wrapped, original=exc)
             ctx.exit(EXIT_FAILED)
 
+    def main(self, args: Any = None, prog_name: str | None = None,  # type: ignore[override]
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        """Usage errors become one ``error:`` line and exit 2, like every other error."""
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = f"'{exc.ctx.command_path} --help'" if exc.ctx else "'ovsbridge --help'"
+            report_error(None, BadInput(exc.format_message(), hint=f"see {where}"),
+                         json_mode="--json" in argv)
+            code = EXIT_USAGE
+        except click.ClickException as exc:
+            report_error(None, OvsbridgeError(exc.format_message()), json_mode="--json" in argv)
+            code = exc.exit_code
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            code = EXIT_FAILED
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
 
-def report_error(ctx: click.Context, exc: OvsbridgeError,
-                 original: BaseException | None = None) -> None:
-    obj = ctx.obj if isinstance(ctx.obj, AppContext) else AppContext()
+
+def report_error(ctx: click.Context | None, exc: OvsbridgeError,
+                 original: BaseException | None = None, json_mode: bool = False) -> None:
+    """One line on stderr: ``error: MESSAGE; hint: FIX`` (a JSON object with --json)."""
+    obj = ctx.find_root().obj if ctx is not None else None
+    if not isinstance(obj, AppContext):
+        obj = AppContext(json=json_mode)
     if obj.debug:
         import traceback
 
         traceback.print_exception(original or exc, file=sys.stderr)
-    if obj.json:
+    if obj.json or json_mode:
         import json
 
         click.echo(json.dumps(exc.to_dict()), err=True)
         return
-    click.echo(f"error: {exc.message}", err=True)
+    text = f"error: {exc.message.rstrip('.')}"
     if exc.hint:
-        click.echo(f"hint: {exc.hint}", err=True)
+        text += f"; hint: {exc.hint}"
+    click.echo(" ".join(text.splitlines()), err=True)
 
 
 def _setup_logging(verbose: int, debug: bool) -> None:

@@ -85,6 +85,9 @@ def _process(pid: int) -> Guest:
         inode = os.stat(path).st_ino
     except FileNotFoundError:
         raise NotFound(f"process {pid} does not exist", hint="check the pid with ps") from None
+    except PermissionError:
+        raise EnvironmentProblem(f"no permission to open the network namespace of process {pid}",
+                                 hint="run as root outside any restricted sandbox") from None
     if inode == host_netns_inode():
         raise BadInput(f"process {pid} runs in the host's network namespace",
                        hint="give a process that has its own network namespace")

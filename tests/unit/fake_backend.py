@@ -1,0 +1,187 @@
+"""An in-memory Backend for unit tests of ops: state you can compare, failures you can inject."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from ovsbridge.errors import Conflict, NotFound, OperationFailed
+from ovsbridge.model import Guest, GuestSpec
+from ovsbridge.ops.backend import BridgeInfo, GuestLink, OvsPort, RouteRef
+
+NETNS = "/proc/4242/ns/net"
+
+
+@dataclass
+class FakeLease:
+    address: str = "198.51.100.150/24"
+    router: str | None = "198.51.100.1"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"address": self.address, "router": self.router, "dns": [], "lease_time": 120}
+
+
+@dataclass
+class World:
+    bridges: dict[str, str] = field(default_factory=dict)  # name -> datapath
+    ports: dict[str, OvsPort] = field(default_factory=dict)
+    host_links: set[str] = field(default_factory=set)
+    guest_links: dict[str, dict[str, Any]] = field(default_factory=dict)
+    default_routes: dict[int, RouteRef] = field(default_factory=dict)
+    held: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+
+class FakeBackend:
+    def __init__(self, guest: Guest | None = None) -> None:
+        self.w = World()
+        self.guest = guest or Guest(
+            "docker", "c" * 64, "web1", 4242, NETNS, 777, resolv_conf="/fake/resolv.conf"
+        )
+        self.fail_on: str | None = None
+        self.peer: dict[str, str] = {}
+
+    def state(self) -> World:
+        return copy.deepcopy(self.w)
+
+    def _maybe_fail(self, name: str) -> None:
+        if self.fail_on == name:
+            raise OperationFailed(f"fake failure in {name}")
+
+    def resolve_guest(self, spec: GuestSpec) -> Guest:
+        if spec.ref not in (self.guest.name, self.guest.key):
+            raise NotFound(f'container "{spec.ref}" does not exist')
+        return self.guest
+
+    def guest_alive(self, kind: str, key: str, netns_inode: int) -> bool | None:
+        return key == self.guest.key and netns_inode == self.guest.netns_inode
+
+    def container_running(self, ref: str) -> bool | None:
+        return ref in (self.guest.name, self.guest.key)
+
+    def daemon_leases(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return {}
+
+    def bridge_info(self, name: str) -> BridgeInfo | None:
+        dp = self.w.bridges.get(name)
+        return None if dp is None else BridgeInfo(name, dp, 1500)
+
+    def create_bridge(self, name: str, datapath: str) -> None:
+        self._maybe_fail("create_bridge")
+        self.w.bridges[name] = datapath
+
+    def delete_bridge(self, name: str) -> None:
+        self.w.bridges.pop(name, None)
+        for port in [p for p in self.w.ports.values() if p.bridge == name]:
+            del self.w.ports[port.port]
+
+    def auto_datapath(self) -> str:
+        return "netdev"
+
+    def ports(self, bridge: str | None = None) -> list[OvsPort]:
+        return [p for p in self.w.ports.values() if bridge is None or p.bridge == bridge]
+
+    def add_port(
+        self, bridge: str, port: str, external_ids: dict[str, str], vlan: int | None
+    ) -> None:
+        self._maybe_fail("add_port")
+        if port in self.w.ports:
+            raise Conflict(f"port {port} exists")
+        self.w.ports[port] = OvsPort(bridge, port, 1, "", None, vlan, dict(external_ids))
+
+    def del_ports(self, ports: list[str]) -> None:
+        for p in ports:
+            self.w.ports.pop(p, None)
+
+    def host_links(self) -> set[str]:
+        return set(self.w.host_links)
+
+    def guest_link(self, netns_path: str, ifname: str) -> GuestLink | None:
+        link = self.w.guest_links.get(ifname)
+        if link is None:
+            return None
+        return GuestLink(ifname, link["mac"], link["mtu"], True, tuple(link["addresses"]))
+
+    def create_veth(self, host: str, peer: str, netns_path: str, mtu: int | None) -> None:
+        self._maybe_fail("create_veth")
+        self.w.host_links.add(host)
+        self.w.guest_links[peer] = {"mac": "", "mtu": mtu, "addresses": [], "host": host}
+
+    def delete_host_link(self, name: str) -> bool:
+        if name not in self.w.host_links:
+            return False
+        self.w.host_links.discard(name)
+        for gname, link in list(self.w.guest_links.items()):
+            if link.get("host") == name:
+                del self.w.guest_links[gname]
+                for v, r in list(self.w.default_routes.items()):
+                    if r.oif == hash(gname):
+                        del self.w.default_routes[v]
+        return True
+
+    def delete_guest_link(self, netns_path: str, ifname: str) -> bool:
+        link = self.w.guest_links.get(ifname)
+        if link is None:
+            return False
+        return self.delete_host_link(link["host"])
+
+    def configure_guest_link(
+        self, netns_path: str, tmp: str, ifname: str, mac: str, mtu: int | None
+    ) -> None:
+        self._maybe_fail("configure_guest_link")
+        link = self.w.guest_links.pop(tmp)
+        link.update(mac=mac, mtu=mtu)
+        self.w.guest_links[ifname] = link
+
+    def set_host_up(self, name: str) -> None:
+        self._maybe_fail("set_host_up")
+
+    def disable_tx_offload(self, name: str, netns_path: str | None) -> None:
+        self._maybe_fail("disable_tx_offload")
+
+    def add_address(self, netns_path: str, ifname: str, iface: Any) -> None:
+        self._maybe_fail("add_address")
+        self.w.guest_links[ifname]["addresses"].append(str(iface))
+
+    def default_route(self, netns_path: str, version: int) -> RouteRef | None:
+        return self.w.default_routes.get(version)
+
+    def replace_default_route(
+        self, netns_path: str, ifname: str, gateway: Any, on_link: bool
+    ) -> None:
+        self._maybe_fail("replace_default_route")
+        self.w.default_routes[gateway.version] = RouteRef(
+            gateway.version, str(gateway), hash(ifname)
+        )
+
+    def restore_default_route(self, netns_path: str, route: RouteRef) -> None:
+        self.w.default_routes[route.version] = route
+
+    def announce(self, netns_path: str, ifname: str, iface: Any, mac: str) -> None:
+        self._maybe_fail("announce")
+
+    def dhcp_acquire(self, netns_path: str, ifname: str, **kw: Any) -> FakeLease:
+        self._maybe_fail("dhcp_acquire")
+        return FakeLease()
+
+    def dhcp_apply(self, netns_path: str, ifname: str, lease: Any, default_route: bool) -> None:
+        self._maybe_fail("dhcp_apply")
+        self.w.guest_links[ifname]["addresses"].append(lease.address)
+
+    def dhcp_unapply(self, netns_path: str, ifname: str, lease: Any) -> None:
+        link = self.w.guest_links.get(ifname)
+        if link and lease.address in link["addresses"]:
+            link["addresses"].remove(lease.address)
+
+    def dhcp_release(self, netns_path: str, ifname: str, lease: Any) -> None:
+        pass
+
+    def write_resolv_conf(self, path: str, lease: Any) -> None:
+        self._maybe_fail("write_resolv_conf")
+
+    def daemon_hold(self, guest: Guest, ifname: str, lease: Any, options: dict[str, Any]) -> None:
+        self._maybe_fail("daemon_hold")
+        self.w.held[(guest.key, ifname)] = lease
+
+    def daemon_drop(self, guest_key: str, ifname: str, release: bool) -> None:
+        self.w.held.pop((guest_key, ifname), None)
