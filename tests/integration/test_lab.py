@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -27,28 +28,14 @@ esac
 """
 
 
-def udhcpc(netns_exec, netns: str, hook_dir: Path, ifname: str = "eth0"):
+def udhcpc(netns_exec, netns: str, hook_dir: Path, ifname: str = "eth0", tries: int = 5):
     """Run busybox udhcpc once in NETNS; return (CompletedProcess, offered options)."""
     hook = hook_dir / "hook.sh"
     out = hook_dir / "offer"
     hook.write_text(UDHCPC_HOOK.format(out=out))
     hook.chmod(0o755)
-    proc = netns_exec(
-        netns,
-        "busybox",
-        "udhcpc",
-        "-i",
-        ifname,
-        "-f",
-        "-q",
-        "-n",
-        "-t",
-        "5",
-        "-T",
-        "2",
-        "-s",
-        str(hook),
-    )
+    argv = ["busybox", "udhcpc", "-i", ifname, "-f", "-q", "-n", "-t", str(tries), "-T", "2"]
+    proc = netns_exec(netns, *argv, "-s", str(hook))
     bound = Path(f"{out}.bound")
     offered = (
         dict(line.split("=", 1) for line in bound.read_text().splitlines())
@@ -56,6 +43,29 @@ def udhcpc(netns_exec, netns: str, hook_dir: Path, ifname: str = "eth0"):
         else {}
     )
     return proc, offered
+
+
+def wait_for_child(pid: int) -> int:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for _ in range(200):
+        found = children.read_text().split()
+        if found:
+            return int(found[0])
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} started no child")
+
+
+def wait_until_dead(pid: int) -> bool:
+    """True once PID is gone or a zombie (its reaper may be slow); False after a while."""
+    for _ in range(200):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        if stat[stat.rindex(")") + 2] == "Z":
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_names_are_fresh_short_and_prefixed(names) -> None:
@@ -124,7 +134,7 @@ def test_dhcp_server_sends_router_dns_and_domain_on_a_vlan(
     connect_netns(bridge, wrong_vlan, vlan=43)
     connect_netns(bridge, right_vlan, vlan=42)
 
-    unanswered, _ = udhcpc(netns_exec, wrong_vlan, tmp_path)
+    unanswered, _ = udhcpc(netns_exec, wrong_vlan, tmp_path, tries=2)
     answered, offered = udhcpc(netns_exec, right_vlan, tmp_path)
 
     assert unanswered.returncode != 0
@@ -156,6 +166,8 @@ def test_lab_close_removes_everything_it_made(lab_session: Session, tmp_path) ->
         netns = lab.make_netns()
         port = lab.connect_netns(bridge, netns)
         sleeper = lab.spawn(netns, "sleep", "1000")
+        shell = lab.spawn(None, "sh", "-c", "sleep 1000 & wait")
+        grandchild = wait_for_child(shell.pid)
         container = lab.make_container()
         made_links = {bridge, server.port, port}
         assert made_links <= root_links()
@@ -168,6 +180,8 @@ def test_lab_close_removes_everything_it_made(lab_session: Session, tmp_path) ->
     assert not {server.netns, netns} & all_netns()
     assert container.id not in {c["id"] for c in labelled_containers()}
     assert sleeper.poll() is not None
+    assert shell.poll() is not None
+    assert wait_until_dead(grandchild)
     assert not Path(f"/proc/{server.pid}").exists()
     assert not server.log_path.parent.exists()
 

@@ -70,6 +70,9 @@ class Session:
 
     def open(self) -> None:
         REGISTRY_DIR.mkdir(parents=True, exist_ok=True)
+        for path in REGISTRY_DIR.glob("*.names"):
+            if not Path(f"/proc/{path.stem}").exists():
+                path.unlink(missing_ok=True)  # a session that died without closing
         self.registry.touch()
 
     def close(self) -> None:
