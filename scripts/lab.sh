@@ -46,17 +46,28 @@ install_packages() {
     ((rc == 0)) || die "apt-get failed (exit $rc) installing: ${missing[*]}"
 }
 
+ovs_answers() {
+    ovs-vsctl --timeout=5 show >/dev/null 2>&1 && ovs-appctl -t ovs-vswitchd version >/dev/null 2>&1
+}
+
 start_ovs() {
-    if ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
+    if ovs_answers; then
         log "openvswitch: running"
         return
     fi
     log "openvswitch: starting (ovs-ctl start)"
-    # NOTE: without the openvswitch kernel module ovs-ctl still starts ovsdb-server and
-    # ovs-vswitchd; bridges then need datapath_type=netdev (userspace datapath).
     /usr/share/openvswitch/scripts/ovs-ctl start || true
-    ovs-vsctl --timeout=10 show >/dev/null 2>&1 \
-        || die "openvswitch does not answer after ovs-ctl start (see /var/log/openvswitch/)"
+    if ! ovs-appctl -t ovs-vswitchd version >/dev/null 2>&1 \
+        && ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
+        # NOTE: ovs-ctl refuses to start ovs-vswitchd when the kernel has module support
+        # but no openvswitch module. The userspace datapath (datapath_type=netdev, what the
+        # lab uses) needs no module, so start ovs-vswitchd without ovs-ctl.
+        log "openvswitch: no kernel datapath; starting ovs-vswitchd for the userspace datapath"
+        ovs-vswitchd unix:/var/run/openvswitch/db.sock -vconsole:emer -vsyslog:err -vfile:info \
+            --no-chdir --log-file=/var/log/openvswitch/ovs-vswitchd.log \
+            --pidfile=/var/run/openvswitch/ovs-vswitchd.pid --detach --monitor
+    fi
+    ovs_answers || die "openvswitch does not answer after ovs-ctl start (see /var/log/openvswitch/)"
     log "openvswitch: running"
 }
 

@@ -16,7 +16,7 @@ from lab.shell import LabError, run
 from lab.snapshots import netns_path
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-TOOLS = ("ovs-vsctl", "docker", "ip", "dnsmasq", "ethtool", "busybox")
+TOOLS = ("ovs-vsctl", "ovs-appctl", "docker", "ip", "dnsmasq", "ethtool", "busybox")
 FIX = "run ./scripts/lab.sh as root to set up the lab"
 
 
@@ -29,6 +29,8 @@ def lab_problems() -> list[str]:
         return problems
     if _fails(["ovs-vsctl", "--timeout=5", "show"]):
         problems.append(f"Open vSwitch does not answer to `ovs-vsctl show` ({FIX})")
+    elif _fails(["ovs-appctl", "-t", "ovs-vswitchd", "version"]):
+        problems.append(f"ovs-vswitchd is not running ({FIX})")
     if _fails(["docker", "info"]):
         problems.append(f"dockerd does not answer to `docker info` ({FIX})")
     elif _fails(["docker", "image", "inspect", TEST_IMAGE]):
