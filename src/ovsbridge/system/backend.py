@@ -18,6 +18,7 @@ from ovsbridge.system import netns, ovs
 class RealBackend:
     def __init__(self, ovsdb: ovs.Ovs) -> None:
         self.ovs = ovsdb
+        self._snap: ovs.Snapshot | None = None
 
     # guests -------------------------------------------------------------------------
     def resolve_guest(self, spec: GuestSpec) -> Guest:
@@ -44,31 +45,44 @@ class RealBackend:
         return out
 
     # OVS ------------------------------------------------------------------------------
+    def _snapshot(self) -> ovs.Snapshot:
+        """One read of OVSDB, reused until this backend writes."""
+        if self._snap is None:
+            self._snap = self.ovs.snapshot()
+        return self._snap
+
+    def _write(self, *commands: ovs.Command) -> None:
+        self._snap = None
+        self.ovs.transact(*commands)
+
     def bridge_info(self, name: str) -> BridgeInfo | None:
-        row = self.ovs.bridge(name)
+        snap = self._snapshot()
+        row = next((b for b in snap.bridges if b["name"] == name), None)
         if row is None:
             return None
         datapath = ovs.scalar(row["datapath_type"]) or "system"
-        return BridgeInfo(name, datapath, self.ovs.interface_mtu(name))
+        iface = next((i for i in snap.interfaces if i["name"] == name), {})
+        mtu = ovs.scalar(iface.get("mtu"))
+        return BridgeInfo(name, datapath, mtu if isinstance(mtu, int) else None)
 
     def create_bridge(self, name: str, datapath: str) -> None:
-        self.ovs.transact(*ovs.add_bridge_cmds(name, datapath))
+        self._write(*ovs.add_bridge_cmds(name, datapath))
 
     def delete_bridge(self, name: str) -> None:
-        self.ovs.transact(ovs.cmd("--if-exists", "del-br", name))
+        self._write(ovs.cmd("--if-exists", "del-br", name))
 
     def auto_datapath(self) -> str:
         return ovs.auto_datapath()
 
     def ports(self, bridge: str | None = None) -> list[OvsPort]:
-        return list_ports(self.ovs, bridge)
+        return ports_of(self._snapshot(), bridge)
 
     def add_port(self, bridge: str, port: str, external_ids: dict[str, str],
                  vlan: int | None) -> None:
-        self.ovs.transact(*ovs.add_port_cmds(bridge, port, external_ids, vlan))
+        self._write(*ovs.add_port_cmds(bridge, port, external_ids, vlan))
 
     def del_ports(self, ports: list[str]) -> None:
-        self.ovs.transact(*ovs.del_port_cmds(ports))
+        self._write(*ovs.del_port_cmds(ports))
 
     # links ------------------------------------------------------------------------------
     def host_links(self) -> set[str]:
@@ -168,7 +182,10 @@ class RealBackend:
 
 def list_ports(ovsdb: ovs.Ovs, bridge: str | None = None) -> list[OvsPort]:
     """Every port (but each bridge's own internal port) with its interface facts, one read."""
-    snap = ovsdb.snapshot()
+    return ports_of(ovsdb.snapshot(), bridge)
+
+
+def ports_of(snap: ovs.Snapshot, bridge: str | None = None) -> list[OvsPort]:
     out = []
     for br, port, ifaces in snap.ports_with_interfaces():
         if bridge is not None and br != bridge:
