@@ -1,0 +1,165 @@
+"""``ovsbridge daemon run|status|stop``: the host-wide lease keeper, from the command line.
+
+``run`` serves in the foreground (logs on stderr; systemd's unit uses it), ``status`` shows
+what the daemon holds (exit 3 when no daemon runs), ``stop`` stops it without releasing
+anything. Self-contained: errors are reported here (one ``error:`` line, or JSON on stderr
+with ``--json``) with the documented exit codes. Heavy imports stay inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from ovsbridge.errors import EnvironmentProblem, OvsbridgeError
+
+
+def _json_wanted(local: bool) -> bool:
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root().obj if ctx is not None else None
+    return local or bool(getattr(root, "json", False))
+
+
+def _fail(exc: OvsbridgeError, json_mode: bool) -> None:
+    if json_mode:
+        click.echo(json.dumps(exc.to_dict()), err=True)
+    else:
+        text = f"error: {exc.message.rstrip('.')}"
+        if exc.hint:
+            text += f"; hint: {exc.hint}"
+        click.echo(" ".join(text.splitlines()), err=True)
+    raise click.exceptions.Exit(exc.exit_code)
+
+
+@click.group("daemon")
+def daemon() -> None:
+    """The one host-wide daemon that keeps every DHCP lease (and, later, watches Docker)."""
+
+
+@daemon.command("run")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="How much to log on stderr.",
+)
+def run(log_level: str) -> None:
+    """Serve in the foreground until SIGTERM (what systemd and 'attach ... dhcp' start)."""
+    from ovsbridge.ops.daemon import default_plugins, run_daemon
+    from ovsbridge.paths import daemon_paths
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("ovsbridge")
+    logger.addHandler(handler)
+    logger.setLevel(log_level.upper())
+    logger.propagate = False
+    try:
+        if os.geteuid() != 0:
+            raise EnvironmentProblem(
+                "the ovsbridge daemon must run as root (it enters network namespaces)",
+                hint="run it again with sudo",
+            )
+        run_daemon(daemon_paths(), plugins=default_plugins())
+    except OvsbridgeError as exc:
+        _fail(exc, False)
+
+
+def _when(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "-"
+    delta = int(ts - now)
+    stamp = time.strftime("%H:%M:%S", time.localtime(ts))
+    return f"{stamp} (in {delta}s)" if delta >= 0 else f"{stamp} ({-delta}s ago)"
+
+
+def _next_renewal(lease: dict[str, Any]) -> float | None:
+    if lease.get("state") == "bound":
+        return lease.get("renew_at")  # type: ignore[no-any-return]
+    return lease.get("next_action_at")  # type: ignore[no-any-return]
+
+
+def render_status(status: dict[str, Any], now: float | None = None) -> str:
+    """Human text for ``daemon status``."""
+    now = time.time() if now is None else now
+    leases = status.get("leases") or []
+    up = int(now - float(status.get("started_at") or now))
+    lines = [
+        f"ovsbridge daemon {status.get('version', '?')}, pid {status.get('pid')}, "
+        f"up {up}s, {len(leases)} lease(s)"
+    ]
+    if leases:
+        rows = [("GUEST", "IFNAME", "ADDRESS", "STATE", "EXPIRES", "NEXT RENEWAL")]
+        for item in leases:
+            guest = item.get("guest") or {}
+            rows.append(
+                (
+                    str(guest.get("name") or guest.get("key") or "?"),
+                    str(item.get("ifname")),
+                    str(item.get("address") or "-"),
+                    str(item.get("state")),
+                    _when(item.get("expires_at"), now),
+                    _when(_next_renewal(item), now),
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            cells = (cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+            lines.append("  ".join(cells).rstrip())
+    for key, value in status.items():
+        if key in ("pid", "version", "started_at", "socket", "state_dir", "leases"):
+            continue
+        lines.append(f"{key}: {json.dumps(value, default=str)}")
+    return "\n".join(lines)
+
+
+@daemon.command("status")
+@click.option("--json", "json_", is_flag=True, help="Print the daemon's answer as JSON.")
+def status(json_: bool) -> None:
+    """What the daemon holds: leases with guest, ifname, address, expiry, next renewal.
+
+    Exits 3 when no daemon runs.
+    """
+    from ovsbridge.system import daemon_client
+
+    json_mode = _json_wanted(json_)
+    try:
+        answer = daemon_client.status()
+    except OvsbridgeError as exc:
+        _fail(exc, json_mode)
+        return
+    if json_mode:
+        click.echo(json.dumps(answer, indent=2, sort_keys=True, default=str))
+    else:
+        click.echo(render_status(answer))
+
+
+@daemon.command("stop")
+@click.option("--json", "json_", is_flag=True, help="Print the result as JSON.")
+def stop(json_: bool) -> None:
+    """Stop the daemon (leases stay configured and are resumed by the next daemon)."""
+    from ovsbridge.system import daemon_client
+
+    json_mode = _json_wanted(json_)
+    try:
+        pid = daemon_client.stop()
+    except OvsbridgeError as exc:
+        _fail(exc, json_mode)
+        return
+    if json_mode:
+        click.echo(json.dumps({"stopped": pid is not None, "pid": pid}))
+    elif pid is None:
+        click.echo("no ovsbridge daemon was running")
+    else:
+        click.echo(f"stopped the ovsbridge daemon (pid {pid})")
+
+
+if __name__ == "__main__":
+    daemon()
