@@ -486,7 +486,8 @@ class LeaseKeeper:
         if entry is None:
             return None
         await self._stop(entry)
-        if release and entry.state != "init" and guest_alive(entry.guest):
+        if release and entry.state != "init":
+            # best effort; the netns is entered only if its inode is still the guest's
             await self.dhcp.release(entry.guest, ifname, entry.lease)
         log.info("dropped %s on %s of %s", entry.lease.address, ifname, entry.guest.name)
         return entry.lease
