@@ -10,6 +10,7 @@ import socket
 import stat
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -70,7 +71,7 @@ def test_hold_status_renew_drop_stop_over_the_socket(where: DaemonPaths) -> None
         assert stat.S_IMODE(os.stat(where.run_dir).st_mode) == 0o700
         assert stat.S_IMODE(os.stat(where.state_dir).st_mode) == 0o700
         assert stat.S_IMODE(os.stat(where.socket).st_mode) == 0o600
-        assert open(where.lock).read().strip() == str(os.getpid())
+        assert Path(where.lock).read_text().strip() == str(os.getpid())
 
         held = await ask(where, "hold", guest=guest.to_dict(), ifname="eth1",
                          lease=lease.to_dict(), options={"default_route": False, "bridge": "b"})

@@ -80,6 +80,6 @@ def test_write_resolv_conf_refuses_the_hosts_file_even_through_a_symlink(tmp_pat
     link = tmp_path / "sneaky.conf"
     link.symlink_to("/etc/resolv.conf")
     for path in ("/etc/resolv.conf", str(link), "/etc/../etc/resolv.conf"):
-        with pytest.raises(BadInput, match="host's resolv.conf"):
+        with pytest.raises(BadInput, match=r"host's resolv\.conf"):
             write_resolv_conf(path, make_lease())
     assert Path("/etc/resolv.conf").read_bytes() == before
