@@ -52,10 +52,11 @@ class FakeCleanupBackend:
         self.deleted.append(link.name)
         return self.links.pop(link.name, None) is not None
 
-    def drop_lease(self, guest_key: str, ifname: str) -> None:
+    def drop_lease(self, guest_key: str, ifname: str) -> bool:
         if self.drop_fails:
             raise RuntimeError("daemon says no")
         self.dropped.append((guest_key, ifname))
+        return True
 
     def guest_state(self, kind: str, key: str, netns_inode: int | None) -> str:
         state, inode = self.guests.get(key, (cl.GONE, None))

@@ -74,7 +74,7 @@ class CleanupBackend(GuestProbe, Protocol):
     def kernel_links(self) -> dict[str, KernelLink]: ...
     def remove_ports(self, ports: Sequence[PortFacts]) -> None: ...
     def delete_link(self, link: KernelLink) -> bool: ...
-    def drop_lease(self, guest_key: str, ifname: str) -> None: ...
+    def drop_lease(self, guest_key: str, ifname: str) -> bool: ...
 
 
 class BackendProbe:
@@ -304,8 +304,8 @@ def _after_removal(backend: CleanupBackend, removed: Iterable[PortFacts],
         if owner_of(port) == "ovsbridge" and ids.get(naming.K_MODE) == "dhcp":
             key, ifname = ids.get(naming.K_CONTAINER_ID, ""), ids.get(naming.K_IFNAME, "")
             try:
-                backend.drop_lease(key, ifname)
-                leases.append(f"{key[:12]}/{ifname}")
+                if backend.drop_lease(key, ifname):
+                    leases.append(f"{key[:12]}/{ifname}")
             except Exception as exc:  # the port is gone; the lease is advisory
                 notes.append(f"lease of {key[:12]}/{ifname} not dropped: {exc}")
         link = links.get(port.port)

@@ -149,16 +149,17 @@ class RealCleanupBackend:
         return ALIVE
 
     # daemon -------------------------------------------------------------------------------
-    def drop_lease(self, guest_key: str, ifname: str) -> None:
+    def drop_lease(self, guest_key: str, ifname: str) -> bool:
         import importlib
 
         try:
             daemon_client = importlib.import_module("ovsbridge.system.daemon_client")
         except ModuleNotFoundError:
-            return  # no daemon in this build: no lease to drop
+            return False  # no daemon in this build: no lease to drop
         drop = getattr(daemon_client, "drop", None)
         if drop is None:
-            return
+            return False
         # NOTE: release=True lets the daemon send DHCPRELEASE if it still can; the guest's
         # netns is usually gone, and the daemon then just forgets the lease.
-        drop(guest_key, ifname, release=True)
+        # No daemon running: nothing is held, drop() returns [].
+        return bool(drop(guest_key, ifname, release=True))
