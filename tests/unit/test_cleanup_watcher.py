@@ -169,10 +169,13 @@ def test_bad_labels_name_the_label(labels: dict[str, str], words: str) -> None:
 
 
 def test_watch_settings() -> None:
-    assert w.watch_settings({}) == (True, None)
+    assert w.watch_settings({}) == (True, None)  # the host-wide daemon watches
     assert w.watch_settings({"OVSBRIDGE_WATCH": "off"}) == (False, None)
     assert w.watch_settings({"OVSBRIDGE_WATCH_BRIDGES": "a, b,"}) == (True,
                                                                       frozenset({"a", "b"}))
+    private = {"OVSBRIDGE_RUN_DIR": "/tmp/x/run"}
+    assert w.watch_settings(private) == (False, None)  # a private daemon does not, unless on
+    assert w.watch_settings({**private, "OVSBRIDGE_WATCH": "on"}) == (True, None)
 
 
 def test_plugin_respects_off(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,6 +189,9 @@ def test_plugin_respects_off(monkeypatch: pytest.MonkeyPatch) -> None:
             added.append(name)
 
     monkeypatch.setenv("OVSBRIDGE_WATCH", "off")
+    w.plugin(FakeDaemon())
+    monkeypatch.delenv("OVSBRIDGE_WATCH")
+    monkeypatch.setenv("OVSBRIDGE_RUN_DIR", "/tmp/private/run")
     w.plugin(FakeDaemon())
     assert added == []
     monkeypatch.setenv("OVSBRIDGE_WATCH", "on")

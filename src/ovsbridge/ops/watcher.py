@@ -16,8 +16,9 @@ The Docker connection lives in a thread (the SDK blocks) that feeds the asyncio 
 dockerd means reconnecting with backoff, never a crash. Work on one container is serialized
 (``die`` before the ``start`` of a restart); blocking work runs in worker threads.
 
-Environment: ``OVSBRIDGE_WATCH=off`` disables the watcher; ``OVSBRIDGE_WATCH_BRIDGES=a,b``
-limits it to those bridges (attaching and cleaning), e.g. for tests on a shared host.
+Environment: the host-wide daemon (default run dir) watches unless ``OVSBRIDGE_WATCH=off``;
+a daemon with a private ``OVSBRIDGE_RUN_DIR`` only with ``OVSBRIDGE_WATCH=on``.
+``OVSBRIDGE_WATCH_BRIDGES=a,b`` limits the watcher to those bridges (attaching and cleaning).
 """
 
 from __future__ import annotations
@@ -435,9 +436,22 @@ class SystemActions:
 
 
 def watch_settings(env: dict[str, str] | None = None) -> tuple[bool, frozenset[str] | None]:
-    """(enabled, bridges) from OVSBRIDGE_WATCH and OVSBRIDGE_WATCH_BRIDGES."""
-    source = os.environ if env is None else env
-    enabled = source.get(ENV_WATCH, "on").strip().lower() not in ("0", "off", "no", "false")
+    """(enabled, bridges) from OVSBRIDGE_WATCH and OVSBRIDGE_WATCH_BRIDGES.
+
+    NOTE: by default only the host-wide daemon (the default run dir, /run/ovsbridge) watches
+    Docker: two watchers would race to attach the same containers. A daemon with a private
+    OVSBRIDGE_RUN_DIR (tests, experiments) watches only with OVSBRIDGE_WATCH=on.
+    """
+    from ovsbridge.paths import DEFAULT_RUN_DIR, daemon_paths
+
+    source = dict(os.environ if env is None else env)
+    raw_watch = source.get(ENV_WATCH, "").strip().lower()
+    if raw_watch in ("0", "off", "no", "false"):
+        enabled = False
+    elif raw_watch in ("1", "on", "yes", "true"):
+        enabled = True
+    else:
+        enabled = daemon_paths(source).run_dir == os.path.abspath(DEFAULT_RUN_DIR)
     raw = source.get(ENV_BRIDGES, "").strip()
     bridges = frozenset(b.strip() for b in raw.split(",") if b.strip()) if raw else None
     return enabled, bridges
@@ -447,7 +461,7 @@ def plugin(daemon: Any) -> None:
     """Daemon plugin: the watcher as a supervised task, its state in ``daemon status``."""
     enabled, bridges = watch_settings()
     if not enabled:
-        log.info("Docker watcher: off (%s)", ENV_WATCH)
+        log.info("Docker watcher: off (set %s=on to watch Docker from this daemon)", ENV_WATCH)
         return
     from ovsbridge.system.docker_events import DockerEvents
 
