@@ -526,6 +526,8 @@ class SimHost:
     def addresses(self, dev: str) -> list[tuple[str, str, int, str, tuple[str, ...]]]:
         """Global addresses of DEV: (family, local, prefixlen, label, flags) sorted."""
         out = []
+        if self.link(dev) is None:
+            return []
         for link in self.ip_json("addr", "show", "dev", dev):
             for a in link.get("addr_info", []):
                 if a.get("scope") != "global":
