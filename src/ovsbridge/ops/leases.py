@@ -739,7 +739,6 @@ class LeaseKeeper:
             entry.last_error = getattr(exc, "message", str(exc))
             new = None
         if new is not None:
-            entry.state = "bound"
             await self._bound(entry, new, "rebooted")
             return
         # NOTE: RFC 2131 3.2: with no answer to INIT-REBOOT the client may keep using an
