@@ -35,6 +35,7 @@ def lab_session() -> Iterator[Session]:
     try:
         leaks = find_leaks(session, baseline)
     finally:
+        session.stop_descendants()
         session.close()
     if leaks:
         mode = leakcheck_mode()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -201,6 +202,21 @@ def test_leak_check_reports_what_is_left_behind(lab_session: Session) -> None:
     assert f"network namespace {netns}" in leaks
     assert f"process sleep (pid {sleeper.pid}) started by the harness" in leaks
     assert find_leaks(lab_session, baseline) == []
+
+
+def test_leak_check_finds_a_detached_process_the_session_started(lab_session: Session) -> None:
+    # A daemon that double-forked away from its parent, as `ovsbridge daemon` may.
+    subprocess.run(["setsid", "-f", "sleep", "1000"], check=True)
+    try:
+        leaks = find_leaks(lab_session, Inventory.take())
+    finally:
+        orphans = lab_session.descendants()
+        lab_session.stop_descendants()
+
+    assert [cmd for cmd in orphans.values()] == ["sleep 1000"]
+    assert any("'sleep 1000'" in line and "started during the session" in line for line in leaks)
+    assert all(wait_until_dead(pid) for pid in orphans)
+    assert lab_session.descendants() == {}
 
 
 def test_guard_refuses_test_networks_in_the_root_netns() -> None:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from lab.snapshots import all_netns, ovs_bridges, ovs_port_records, root_link_de
 
 REGISTRY_DIR = Path("/run/ovsbridge-test")
 LEAKCHECK_ENV = "OVSBRIDGE_TEST_LEAKCHECK"
+# Every process this session starts inherits this variable (pytest sets it in its own
+# environment), so a daemon a test left running is found even after it detached.
+SESSION_ENV = "OVSBRIDGE_TEST_SESSION"
 PRODUCT_PREFIXES = ("ovb", "ovp")
 IFNAMSIZ_MAX = 15
 
@@ -63,6 +67,7 @@ class Session:
     issued: set[str] = field(default_factory=set)
     processes: list[Process] = field(default_factory=list)
     containers: set[str] = field(default_factory=set)
+    marker: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(4)}")
 
     @property
     def registry(self) -> Path:
@@ -74,9 +79,34 @@ class Session:
             if not Path(f"/proc/{path.stem}").exists():
                 path.unlink(missing_ok=True)  # a session that died without closing
         self.registry.touch()
+        os.environ[SESSION_ENV] = self.marker
 
     def close(self) -> None:
         self.registry.unlink(missing_ok=True)
+        os.environ.pop(SESSION_ENV, None)
+
+    def descendants(self) -> dict[int, str]:
+        """Live processes (other than pytest itself) carrying this session's marker."""
+        needle = f"{SESSION_ENV}={self.marker}".encode()
+        found: dict[int, str] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes()
+                if needle not in environ.split(b"\0") or _start_time(int(entry.name)) is None:
+                    continue
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+            except OSError:
+                continue
+            found[int(entry.name)] = cmdline.decode(errors="replace")[:120]
+        return found
+
+    def stop_descendants(self) -> None:
+        """Stop, by PID, every process this session started and left running."""
+        for pid in self.descendants():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def name(self, tag: str = "") -> str:
         """A fresh name: ``obt`` + TAG[:3] + 6 random hex digits (at most 12 characters)."""
@@ -240,7 +270,12 @@ def find_leaks(session: Session, baseline: Inventory, mode: str | None = None) -
         ):
             leaks.append(f"interface {name} ({info['kind'] or 'device'}) in the root netns")
 
+    reported = set()
     for proc in session.processes:
         if proc.alive():
+            reported.add(proc.pid)
             leaks.append(f"process {proc.argv0} (pid {proc.pid}) started by the harness")
+    for pid, cmdline in sorted(session.descendants().items()):
+        if pid not in reported:
+            leaks.append(f"process {cmdline!r} (pid {pid}) started during the session")
     return leaks
