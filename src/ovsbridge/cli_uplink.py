@@ -93,7 +93,7 @@ def setup_bridge(
     Enter here, 'ovsbridge confirm' from any shell, or --yes.
     """
     from ovsbridge.ops import uplink as ops
-    from ovsbridge.system.hostnet import HostNet
+    from ovsbridge.system.hostnet import HostNet, UplinkDhcp
     from ovsbridge.system.ovs import kernel_datapath_available
 
     ctx = app()
@@ -125,7 +125,8 @@ def setup_bridge(
                 render.note("dry run: nothing was changed")
             return
         with render.status(f"moving {uplink} into {bridge}"):
-            applied = ops.apply_setup(plan, net, ctx.ovs)
+            dhcp = UplinkDhcp() if plan.dhcp else None
+            applied = ops.apply_setup(plan, net, ctx.ovs, dhcp=dhcp)
         for check in applied.checks:
             render.note(f"gateway {check.gateway} answers through {check.dev} ({check.how})")
         if yes:
@@ -178,13 +179,13 @@ def _render_plan(plan: Any) -> None:
 def teardown_bridge(bridge: str, force: bool) -> None:
     """Undo setup-bridge: the uplink gets its addresses and routes back, the bridge goes."""
     from ovsbridge.ops import uplink as ops
-    from ovsbridge.system.hostnet import HostNet
+    from ovsbridge.system.hostnet import HostNet, UplinkDhcp
 
     ctx = app()
     render = ctx.render
     with HostNet() as net:
         plan = ops.plan_teardown(bridge, net, ctx.ovs, force)
-        result = ops.apply_teardown(plan, net, ctx.ovs)
+        result = ops.apply_teardown(plan, net, ctx.ovs, UplinkDhcp() if plan.dhcp else None)
     if ctx.json:
         render.data(result.to_dict())
         return

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -513,3 +514,69 @@ def test_resume_after_reboot_like_state(static_host: SimHost) -> None:
     assert after["net"]["eth0"]["addresses"] == []
     assert sim.ovsbridge("teardown-bridge").returncode == 0
     assert settled_snapshot(sim) == before
+
+
+# ----- DHCP uplink -------------------------------------------------------------------------
+# The simulated host's own DHCP client: a lease on eth0 with client id 01:MAC (what udhcpc
+# sends), applied with its default route. ovsbridge's DHCP adapter plays that client here.
+_HOST_DHCP_CLIENT = """
+import sys
+from ovsbridge.system import dhcp
+mac = sys.argv[1]
+lease = dhcp.acquire("/proc/self/ns/net", "eth0", mac=mac, hostname="simhost",
+                     client_id=b"\\x01" + bytes.fromhex(mac.replace(":", "")), timeout=20)
+dhcp.apply_lease("/proc/self/ns/net", "eth0", lease, default_route=True)
+print(lease.address)
+"""
+
+
+@pytest.fixture
+def dhcp_host(lab_session: Any) -> Iterator[SimHost]:
+    sim = SimHost(dhcp=True)
+    for name in (sim.host_ns, sim.router_ns):
+        lab_session.claim(name)
+    sim.start()
+    try:
+        got = sim.run_in_host([sys.executable, "-c", _HOST_DHCP_CLIENT, sim.uplink_mac])
+        assert got.returncode == 0, got.stderr
+        yield sim
+    finally:
+        sim.ovsbridge("daemon", "stop")
+        sim.stop()
+
+
+def daemon_leases(sim: SimHost) -> list[dict[str, Any]]:
+    res = sim.ovsbridge("daemon", "status", "--json")
+    assert res.returncode == 0, res.stderr
+    return list(json.loads(res.stdout)["leases"])
+
+
+def test_dhcp_uplink_keeps_its_address(dhcp_host: SimHost) -> None:
+    sim = dhcp_host
+    before = settled_snapshot(sim)
+    [(fam, address, plen, _label, flags)] = before["net"]["eth0"]["addresses"]
+    assert fam == "inet" and "dynamic" in flags
+
+    res = sim.ovsbridge("setup-bridge", "eth0", "--yes")
+    assert res.returncode == 0, res.stderr
+    assert "dhcp lease" in res.stdout or "DHCP" in res.stderr
+
+    after = settled_snapshot(sim)["net"]
+    assert [(a[0], a[1], a[2]) for a in after["ovsbr0"]["addresses"]] == [(fam, address, plen)]
+    assert after["eth0"]["addresses"] == []
+    # The server saw the bridge (the uplink's MAC) ask for that same address again.
+    log = sim.dhcp_log.read_text()
+    acks = [
+        line for line in log.splitlines() if f"DHCPACK(lan0) {address} {sim.uplink_mac}" in line
+    ]
+    assert len(acks) >= 2, log
+    held = [(e.get("ifname"), str(e.get("address", ""))) for e in daemon_leases(sim)]
+    assert any(ifname == "ovsbr0" and address in addr for ifname, addr in held), held
+
+    down = sim.ovsbridge("teardown-bridge")
+    assert down.returncode == 0, down.stderr
+    back = settled_snapshot(sim)["net"]
+    assert [(a[0], a[1], a[2]) for a in back["eth0"]["addresses"]] == [(fam, address, plen)]
+    assert "ovsbr0" not in back
+    held = [(e.get("ifname"), str(e.get("address", ""))) for e in daemon_leases(sim)]
+    assert [ifname for ifname, _ in held] == ["eth0"], held

@@ -72,6 +72,18 @@ class OvsPort(Protocol):
     def transact(self, *commands: Command) -> None: ...
 
 
+class DhcpPort(Protocol):
+    """The uplink's DHCP lease: acquired on the bridge, kept by the ovsbridge daemon."""
+
+    @property
+    def guest_key(self) -> str: ...
+    def acquire(
+        self, dev: str, mac: str, requested: str | None, timeout: float = ...
+    ) -> dict[str, Any]: ...
+    def keep(self, dev: str, lease: dict[str, Any], default_route: bool = ...) -> None: ...
+    def drop(self, dev: str) -> dict[str, Any] | None: ...
+
+
 ArmFn = Callable[[wd.Armed], wd.Watchdog]
 
 
@@ -316,6 +328,11 @@ def plan_setup(
             f"--dhcp: {req.uplink} has no dynamic IPv4 address; the bridge will "
             "ask the DHCP server for one"
         )
+    if dynamic:
+        notes.append(
+            f"stop the system's DHCP client on {req.uplink} (dhclient, networkd, ...): the "
+            f"ovsbridge daemon renews the lease on {req.bridge} from now on"
+        )
     if dynamic and not req.dhcp:
         notes.append(
             f"{req.uplink} got {dynamic[0].cidr} from DHCP (a dynamic address): the "
@@ -436,8 +453,11 @@ def apply_setup(
     ovs: OvsPort,
     arm: ArmFn = wd.Watchdog.arm,
     gateway_timeout: float = GATEWAY_CHECK_TIMEOUT,
+    dhcp: DhcpPort | None = None,
 ) -> Applied:
     """Arm the watchdog, apply PLAN, check the gateway. Raises (after rollback) on failure."""
+    if plan.dhcp and dhcp is None:
+        raise OperationFailed("setup-bridge --dhcp needs the DHCP adapter")
     armed = wd.Armed(
         bridge=plan.bridge,
         uplink=plan.uplink,
@@ -445,6 +465,9 @@ def apply_setup(
         before=plan.before,
         bridge_existed=plan.bridge_exists,
         confirm_timeout=plan.confirm_timeout,
+        dhcp={"bridge": plan.bridge, "uplink": plan.uplink, "uplink_lease": None}
+        if plan.dhcp
+        else None,
     )
     watchdog = arm(armed)
     try:
@@ -456,6 +479,9 @@ def apply_setup(
             _wait_mac(net, plan.bridge, plan.mac)
         net.set_link(plan.bridge, up=True)
         net.move(plan.uplink, plan.bridge, plan.before)
+        if plan.dhcp:
+            assert dhcp is not None
+            _take_lease_over(plan, dhcp, watchdog)
         _pause_for_tests("move")
         checks = check_gateways(plan, net, gateway_timeout)
         failed = [c for c in checks if not c.ok]
@@ -477,6 +503,23 @@ def apply_setup(
         _roll_back(watchdog, armed, net, ovs, f"interrupted ({type(exc).__name__})")
         raise
     return Applied(plan, watchdog, checks)
+
+
+def _take_lease_over(plan: SetupPlan, dhcp: DhcpPort, watchdog: wd.Watchdog) -> None:
+    """The bridge (same MAC) asks for the uplink's address and the daemon keeps the lease."""
+    held = dhcp.drop(plan.uplink)  # the daemon kept the uplink's lease (an earlier teardown)
+    if held is not None:
+        watchdog.update({"bridge": plan.bridge, "uplink": plan.uplink, "uplink_lease": held})
+    dynamic = [a for a in plan.addresses if a.dynamic and a.family == 4]
+    wanted = dynamic[0].local if dynamic else None
+    lease = dhcp.acquire(plan.bridge, plan.mac, wanted)
+    got = str(lease.get("address", "")).split("/")[0]
+    if wanted is not None and got != wanted:
+        raise _CheckFailed(
+            f"the DHCP server gave {got} to {plan.bridge} instead of {plan.uplink}'s {wanted}"
+        )
+    has_default = any(r.default and r.family == 4 for r in plan.routes)
+    dhcp.keep(plan.bridge, lease, default_route=not has_default)
 
 
 def _roll_back(
@@ -521,7 +564,10 @@ def check_gateways(
 
 # ----- rollback (run by the watchdog, or by the CLI when the watchdog is gone) -----------------
 def restore_armed(
-    armed: wd.Armed, net: HostNetPort | None = None, ovs: OvsPort | None = None
+    armed: wd.Armed,
+    net: HostNetPort | None = None,
+    ovs: OvsPort | None = None,
+    dhcp: DhcpPort | None = None,
 ) -> list[str]:
     """Put the uplink back exactly as ARMED recorded it; remove the bridge if we made it."""
     if net is None:
@@ -532,7 +578,28 @@ def restore_armed(
         from ovsbridge.system.ovs import Ovs
 
         ovs = Ovs(db=armed.db)
-    return _restore(armed.before, armed.bridge, net, ovs, delete_bridge=not armed.bridge_existed)
+    if armed.dhcp is not None and dhcp is None:
+        from ovsbridge.system.hostnet import UplinkDhcp
+
+        dhcp = UplinkDhcp()
+    problems = _restore(armed.before, armed.bridge, net, ovs, not armed.bridge_existed)
+    if armed.dhcp is not None and dhcp is not None:
+        held = armed.dhcp.get("uplink_lease")
+        problems.extend(_lease_back(dhcp, armed.bridge, armed.uplink, held))
+    return problems
+
+
+def _lease_back(
+    dhcp: DhcpPort, bridge: str, uplink: str, lease: dict[str, Any] | None
+) -> list[str]:
+    """The daemon stops keeping the bridge's lease; the uplink's goes back to it if it had one."""
+    try:
+        dhcp.drop(bridge)
+        if lease:
+            dhcp.keep(uplink, lease, default_route=False)
+    except OvsbridgeError as exc:
+        return [f"DHCP lease hand-back: {exc.message}"]
+    return []
 
 
 def _restore(
@@ -590,11 +657,14 @@ class TeardownPlan:
     other_ports: tuple[str, ...] = ()
     from_saved_state: bool = False
     nothing_to_do: bool = False
+    dhcp: bool = False  # the bridge's lease goes back to the uplink
+    saved_lease: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "bridge": self.bridge,
             "uplink": self.uplink,
+            "dhcp": self.dhcp,
             "addresses": [a.cidr for a in self.target.addresses] if self.target else [],
             "routes": [r.describe() for r in self.target.movable_routes] if self.target else [],
             "container_ports": list(self.container_ports),
@@ -632,7 +702,14 @@ def plan_teardown(bridge: str, net: HostNetPort, ovs: OvsPort, force: bool) -> T
     row = ovs.bridge(bridge)
     if row is None:
         if saved is not None:
-            return TeardownPlan(bridge, saved.uplink, saved.before, from_saved_state=True)
+            return TeardownPlan(
+                bridge,
+                saved.uplink,
+                saved.before,
+                from_saved_state=True,
+                dhcp=saved.dhcp is not None,
+                saved_lease=(saved.dhcp or {}).get("uplink_lease"),
+            )
         return TeardownPlan(bridge, None, None, nothing_to_do=True)
     ids = row.get("external_ids") or {}
     uplink = ids.get(K_UPLINK)
@@ -679,13 +756,26 @@ def plan_teardown(bridge: str, net: HostNetPort, ovs: OvsPort, force: bool) -> T
                 routes=tuple(r.retarget(bridge, uplink) for r in on_bridge.routes),
             )
     return TeardownPlan(
-        bridge, uplink, target, tuple(containers), tuple(others), from_saved_state=saved is not None
+        bridge,
+        uplink,
+        target,
+        tuple(containers),
+        tuple(others),
+        from_saved_state=saved is not None,
+        dhcp=ids.get(K_UPLINK_DHCP) == "true" or (saved is not None and saved.dhcp is not None),
+        saved_lease=(saved.dhcp or {}).get("uplink_lease") if saved is not None else None,
     )
 
 
-def apply_teardown(plan: TeardownPlan, net: HostNetPort, ovs: OvsPort) -> TeardownResult:
+def apply_teardown(
+    plan: TeardownPlan, net: HostNetPort, ovs: OvsPort, dhcp: DhcpPort | None = None
+) -> TeardownResult:
     if plan.nothing_to_do:
         return TeardownResult(plan, "not set up")
+    lease = None
+    if plan.dhcp and dhcp is not None:
+        # The daemon stops renewing on the bridge; the lease follows the address back.
+        lease = dhcp.drop(plan.bridge) or plan.saved_lease
     detached = []
     if plan.container_ports:
         ovs.transact(
@@ -696,6 +786,11 @@ def apply_teardown(plan: TeardownPlan, net: HostNetPort, ovs: OvsPort) -> Teardo
             detached.append(port)
     assert plan.target is not None
     problems = _restore(plan.target, plan.bridge, net, ovs, delete_bridge=True)
+    if lease and dhcp is not None and plan.uplink:
+        try:
+            dhcp.keep(plan.uplink, lease, default_route=False)
+        except OvsbridgeError as exc:
+            problems.append(f"{plan.uplink}'s DHCP lease could not go to the daemon: {exc.message}")
     if problems:
         raise RollbackIncomplete(
             OperationFailed(f"teardown of {plan.bridge} did not restore everything"), problems

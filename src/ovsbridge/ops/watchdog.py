@@ -27,7 +27,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ovsbridge.errors import Conflict, NotFound, OperationFailed
@@ -223,6 +223,12 @@ class Watchdog:
             raise OperationFailed(
                 f"the rollback watchdog already rolled back: {self.outcome.reason}"
             )
+        if not reply.get("ok"):
+            raise OperationFailed(f"the rollback watchdog refused: {reply.get('error')}")
+
+    def update(self, dhcp: dict[str, Any]) -> None:
+        """Tell the watchdog about the DHCP lease hand-over it must undo on rollback."""
+        reply = self._ask({"op": "update", "dhcp": dhcp}, 10.0)
         if not reply.get("ok"):
             raise OperationFailed(f"the rollback watchdog refused: {reply.get('error')}")
 
@@ -433,6 +439,11 @@ class _Loop:
         elif op == "rollback":
             waiters.add(cid)
             return self.roll_back(str(msg.get("reason") or "asked to roll back"))
+        elif op == "update":
+            # The CLI learned more the rollback must know (the uplink's DHCP lease it took).
+            self.armed = replace(self.armed, dhcp=msg.get("dhcp"))
+            self.armed.save(self.files.state)
+            server.send(cid, {"ok": True})
         elif op == "status":
             server.send(
                 cid,

@@ -747,6 +747,110 @@ class HostNet:
         return ProbeResult(False, gateway, dev, f"no ARP/NDP or ICMP answer within {timeout:g} s")
 
 
+# ----- the uplink's DHCP lease ----------------------------------------------------------
+@dataclass(frozen=True)
+class NetnsIdentity:
+    """How the ovsbridge daemon reaches this network namespace (it outlives the CLI)."""
+
+    kind: str  # "pid" (the root netns, through PID 1) or "netns" (a named one)
+    key: str
+    pid: int | None
+    netns_path: str
+    netns_inode: int
+
+    def guest(self) -> dict[str, Any]:
+        """The guest record the daemon keeps leases for (model.Guest's fields)."""
+        return {
+            "kind": self.kind,
+            "key": self.key,
+            "name": f"host ({self.key})",
+            "pid": self.pid,
+            "netns_path": self.netns_path,
+            "netns_inode": self.netns_inode,
+            "resolv_conf": None,
+        }
+
+
+def current_netns() -> NetnsIdentity:
+    """The netns this process runs in, by a path that stays valid for another process."""
+    inode = os.stat("/proc/self/ns/net").st_ino
+    with contextlib.suppress(OSError):
+        if os.stat("/proc/1/ns/net").st_ino == inode:
+            return NetnsIdentity("pid", "host", 1, "/proc/1/ns/net", inode)
+    with contextlib.suppress(OSError):
+        for name in sorted(os.listdir("/run/netns")):
+            path = os.path.join("/run/netns", name)
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_ino == inode:
+                    return NetnsIdentity("netns", name, None, path, inode)
+    raise EnvironmentProblem(
+        "this network namespace has no name the ovsbridge daemon could reach it by",
+        hint="run setup-bridge --dhcp in the root netns or in a named one (ip netns)",
+    )
+
+
+class UplinkDhcp:
+    """The bridge takes the uplink's DHCP lease over; the ovsbridge daemon keeps it.
+
+    The bridge carries the uplink's MAC and asks for the uplink's address (INIT-REBOOT) with
+    client id 01:MAC (RFC 2132's hardware form: what udhcpc and most clients send; a server
+    that keyed the lease on the MAC alone matches it too).
+    """
+
+    def __init__(self, identity: NetnsIdentity | None = None) -> None:
+        self._identity = identity
+
+    @property
+    def identity(self) -> NetnsIdentity:
+        if self._identity is None:
+            self._identity = current_netns()
+        return self._identity
+
+    @property
+    def guest_key(self) -> str:
+        return self.identity.key
+
+    def acquire(
+        self, dev: str, mac: str, requested: str | None, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """A lease for DEV (not applied yet), as the daemon's lease record."""
+        from ipaddress import IPv4Address
+
+        from ovsbridge.system import dhcp
+
+        client_id = b"\x01" + bytes.fromhex(mac.replace(":", ""))
+        lease = dhcp.acquire(
+            self.identity.netns_path,
+            dev,
+            mac=mac,
+            hostname=dhcp.hostname_for(socket.gethostname()),
+            client_id=client_id,
+            timeout=timeout,
+            requested=IPv4Address(requested) if requested else None,
+        )
+        return lease.to_dict()
+
+    def keep(self, dev: str, lease: dict[str, Any], default_route: bool = False) -> None:
+        """Apply LEASE on DEV (fresh lifetimes) and hand it to the daemon for renewals."""
+        from ovsbridge.system import daemon_client, dhcp
+
+        record = dhcp.Lease.from_dict(lease)
+        dhcp.apply_lease(self.identity.netns_path, dev, record, default_route=default_route)
+        daemon_client.hold(
+            self.identity.guest(),
+            dev,
+            record,
+            {"default_route": default_route, "dns": False, "resolv_conf": None, "uplink": True},
+        )
+
+    def drop(self, dev: str) -> dict[str, Any] | None:
+        """Stop the daemon keeping DEV's lease (no DHCPRELEASE: the address stays in use)."""
+        from ovsbridge.system import daemon_client
+
+        dropped = daemon_client.drop(self.guest_key, dev, release=False)
+        return dict(dropped[0]["lease"]) if dropped else None
+
+
 # ----- helpers -----------------------------------------------------------------------
 def _attempt(problems: list[str], what: str, action: Any) -> None:
     try:
