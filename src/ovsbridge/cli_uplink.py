@@ -125,8 +125,8 @@ def setup_bridge(
                 render.note("dry run: nothing was changed")
             return
         with render.status(f"moving {uplink} into {bridge}"):
-            dhcp = UplinkDhcp() if plan.dhcp else None
-            applied = ops.apply_setup(plan, net, ctx.ovs, dhcp=dhcp)
+            keeper = UplinkDhcp() if plan.dhcp else None
+            applied = ops.apply_setup(plan, net, ctx.ovs, dhcp=keeper)
         for check in applied.checks:
             render.note(f"gateway {check.gateway} answers through {check.dev} ({check.how})")
         if yes:

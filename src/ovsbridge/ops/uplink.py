@@ -65,7 +65,8 @@ class HostNetPort(Protocol):
 
 
 class OvsPort(Protocol):
-    db: str | None
+    @property
+    def db(self) -> str | None: ...
 
     def bridge(self, name: str) -> dict[str, Any] | None: ...
     def snapshot(self) -> Snapshot: ...
