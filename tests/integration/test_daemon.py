@@ -46,6 +46,14 @@ class DaemonHome:
         info = daemon_client.ping(self.paths)
         return int(info["pid"]) if info else None
 
+    def locked_pid(self) -> int | None:
+        """The PID the running daemon wrote into its lock file (even if it does not answer)."""
+        try:
+            text = Path(self.paths.lock).read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
     def status(self) -> dict:
         return daemon_client.request("status", where=self.paths)
 
@@ -98,6 +106,10 @@ def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[DaemonHome]:
                 for item in home.leases():
                     daemon_client.drop(item["guest"]["key"], item["ifname"], release=True)
                 kill_daemon(pid, signal.SIGTERM)
+            stray = home.locked_pid()
+            if stray is not None and Path(f"/proc/{stray}").exists():
+                kill_daemon(stray, signal.SIGKILL)  # ours (its lock is in our dir), not answering
+                raise AssertionError(f"daemon {stray} did not answer; killed")
             assert home.pid() is None
             assert not os.path.exists(paths.socket) and not os.path.exists(paths.lock)
             assert home.state_files() == []

@@ -232,3 +232,22 @@ def test_client_without_a_daemon(where: DaemonPaths, monkeypatch: pytest.MonkeyP
         daemon_client.status()
     assert info.value.exit_code == 3 and where.socket in info.value.message
     assert not os.path.exists(where.run_dir)  # asking created nothing
+
+
+def test_a_wiped_run_dir_stops_the_daemon(where: DaemonPaths, monkeypatch) -> None:
+    """Someone removes the run dir under a live daemon: nobody could reach it any more and a
+    second daemon could start, so it stops, and leaves the new files alone."""
+    from ovsbridge.ops import daemon as daemon_module
+
+    monkeypatch.setattr(daemon_module, "GUARD_INTERVAL", 0.05)
+
+    async def scenario() -> None:
+        daemon, _ = make_daemon(where)
+        task = await started(daemon)
+        shutil.rmtree(where.run_dir)
+        os.makedirs(where.run_dir, mode=0o700)
+        Path(where.lock).write_text("someone else's\n")
+        await asyncio.wait_for(task, 10)
+        assert Path(where.lock).read_text() == "someone else's\n"
+
+    asyncio.run(scenario())

@@ -43,6 +43,7 @@ Plugin = Callable[["Daemon"], None]
 
 MAX_LINE = 1 << 20
 TASK_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+GUARD_INTERVAL = 2.0
 
 
 class DaemonAlreadyRunning(Conflict):
@@ -59,6 +60,19 @@ def ensure_private_dir(path: str) -> None:
             hint="remove it or point OVSBRIDGE_RUN_DIR/OVSBRIDGE_STATE_DIR elsewhere",
         )
     os.chmod(path, 0o700)
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _fd_identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino)
 
 
 class InstanceLock:
@@ -87,8 +101,10 @@ class InstanceLock:
             return
         # NOTE: unlink while still holding the lock, so a daemon starting now either fails
         # on our inode or creates a fresh file; the socket path was removed before this.
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        # Only our own inode: if the file was replaced, it is another daemon's now.
+        if file_identity(self.path) == _fd_identity(self.fd):
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
         os.close(self.fd)
         self.fd = None
 
@@ -119,6 +135,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._lock = InstanceLock(paths.lock)
         self._server: asyncio.AbstractServer | None = None
+        self._socket_identity: tuple[int, int] | None = None
         self._running = False
         for plugin in plugins:
             plugin(self)
@@ -172,6 +189,7 @@ class Daemon:
                 self._running = True
                 for name, factory in self._task_factories:
                     self._spawn(name, factory)
+                self._tasks.append(loop.create_task(self._guard_files(), name="guard files"))
                 await self._stop.wait()
             finally:
                 self._running = False
@@ -197,15 +215,32 @@ class Daemon:
         finally:
             os.umask(old)
         os.chmod(self.paths.socket, 0o600)
+        self._socket_identity = file_identity(self.paths.socket)
         sock.listen(64)
         sock.setblocking(False)
         return sock
 
+    async def _guard_files(self) -> None:
+        # NOTE: if our socket or lock file is removed or replaced (someone wiped the run dir),
+        # nobody can reach us and a second daemon may start: stop rather than live on unseen.
+        while True:
+            await asyncio.sleep(GUARD_INTERVAL)
+            lock_fd = self._lock.fd
+            if file_identity(self.paths.socket) != self._socket_identity or (
+                lock_fd is not None and file_identity(self.paths.lock) != _fd_identity(lock_fd)
+            ):
+                log.error(
+                    "socket or lock file in %s is gone or replaced; stopping", self.paths.run_dir
+                )
+                self.request_stop()
+                return
+
     async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(OSError):
-                os.unlink(self.paths.socket)
+            if file_identity(self.paths.socket) == self._socket_identity:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.paths.socket)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
