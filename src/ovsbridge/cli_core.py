@@ -156,6 +156,14 @@ def detach(guest: str, ifname: str | None, all_: bool) -> None:
         ctx.render.line(f"detached: {result.guest} {name} (port {port} on {bridge})")
 
 
+def _clock(epoch: str | None) -> str:
+    if not epoch:
+        return "-"
+    import time
+
+    return time.strftime("%H:%M:%S", time.localtime(float(epoch)))
+
+
 PS_COLUMNS = ("BRIDGE", "PORT", "OFPORT", "CONTAINER", "ID", "IFNAME", "MAC", "ADDRESSES",
               "VLAN", "MODE", "STATE", "OWNER")
 
@@ -181,8 +189,9 @@ def ps(bridge: str | None) -> None:
     rows = []
     for r in records:
         mode = r.mode
-        if r.extra.get("expires_at"):
-            mode = f"{mode} (expires {r.extra['expires_at']})"
+        if r.extra.get("renew_at") or r.extra.get("expires_at"):
+            mode = f"{mode} (renew {_clock(r.extra.get('renew_at'))}, " \
+                   f"expires {_clock(r.extra.get('expires_at'))})"
         rows.append((r.bridge, r.port, r.ofport, r.container_name,
                      (r.container_id or "")[:12], r.ifname, r.mac, ", ".join(r.addresses),
                      r.vlan, mode, r.state, r.owner))

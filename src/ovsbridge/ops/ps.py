@@ -51,7 +51,7 @@ def port_map(backend: Backend, bridge: str | None = None,
             mode = ids.get(naming.K_MODE)
             lease = (leases or {}).get((cid or "", ifname or ""))
             if lease:
-                addresses = (str(lease.get("address")),)
+                addresses = (str(lease["address"]),) if lease.get("address") else ()
                 for key in ("expires_at", "renew_at", "state"):
                     if lease.get(key) is not None:
                         extra[key] = str(lease[key])

@@ -40,7 +40,8 @@ class RealBackend:
             return {}
         out: dict[tuple[str, str], dict[str, Any]] = {}
         for item in status.get("leases", []):
-            key = (str(item.get("guest_key", "")), str(item.get("ifname", "")))
+            guest = item.get("guest") or {}
+            key = (str(guest.get("key", "")), str(item.get("ifname", "")))
             out[key] = item
         return out
 
