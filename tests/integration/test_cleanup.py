@@ -1,7 +1,10 @@
 """ovsbridge cleanup on the real lab: real OVS (netdev), dockerd, netns, dnsmasq, ovs-docker.
 
 Every cleanup here is scoped with ``--bridge`` to the test's own bridge: other test runs on
-this machine keep their own ports, stale or not.
+this machine keep their own ports, stale or not. The containers live on a private dockerd
+(DOCKER_HOST points the CLI, the in-process attach and ovs-docker at it), so no Docker
+watcher of another daemon on this host removes the ports of the containers we kill before
+cleanup gets to judge them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 from typing import Any
 
 import pytest
+from integration import private_docker
 from lab.shell import run
 from lab.snapshots import ovs_ports, root_links
 
@@ -27,6 +31,16 @@ from ovsbridge.system.cleanup_backend import RealCleanupBackend
 from ovsbridge.system.ovs import Ovs
 
 pytestmark = pytest.mark.lab
+
+private_dockerd = private_docker.private_dockerd
+box_maker = private_docker.box_maker
+
+
+@pytest.fixture(autouse=True)
+def _docker_host(private_dockerd: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    host: str = private_dockerd.host
+    monkeypatch.setenv("DOCKER_HOST", host)
+    return host
 
 
 def ok(result: Any) -> Any:
@@ -70,7 +84,7 @@ def docker(*argv: str) -> None:
 
 
 def test_twenty_attached_ten_killed_cleanup_removes_exactly_those_ten(
-    bridge, make_container, make_netns, connect_netns, dhcp_server, names, ovsbridge
+    bridge, box_maker, make_netns, connect_netns, dhcp_server, names, ovsbridge
 ):
     server = dhcp_server(bridge)
     uplink_ns = make_netns()
@@ -78,7 +92,7 @@ def test_twenty_attached_ten_killed_cleanup_removes_exactly_those_ten(
     internal = names("int")
     run(["ovs-vsctl", "add-port", bridge, internal, "--", "set", "Interface", internal,
          "type=internal"])
-    boxes = [make_container() for _ in range(20)]
+    boxes = [box_maker() for _ in range(20)]
     port_of = {box.name: attach_static(bridge, box.name, f"198.51.100.{10 + i}/24")
                for i, box in enumerate(boxes)}
     doomed, living = boxes[:10], boxes[10:]
@@ -109,8 +123,8 @@ def test_twenty_attached_ten_killed_cleanup_removes_exactly_those_ten(
     assert "removed 0 stale port(s), kept 13" in table
 
 
-def test_table_shows_removed_and_kept_with_reasons(bridge, make_container, ovsbridge):
-    dead, alive = make_container(), make_container()
+def test_table_shows_removed_and_kept_with_reasons(bridge, box_maker, ovsbridge):
+    dead, alive = box_maker(), box_maker()
     dead_port = attach_static(bridge, dead.name, "198.51.100.41/24")
     alive_port = attach_static(bridge, alive.name, "198.51.100.42/24")
     docker("kill", dead.id)
@@ -148,14 +162,15 @@ def test_a_stopped_container_whose_veth_survives_is_cleaned_with_its_host_veth(
 
 
 @pytest.mark.skipif(shutil.which("ovs-docker") is None, reason="ovs-docker not installed")
-def test_ovs_docker_ports_are_cleaned(bridge, make_container, ovsbridge, netns_exec):
-    box, peer = make_container(), make_container()
+def test_ovs_docker_ports_are_cleaned(bridge, box_maker, ovsbridge):
+    box, peer = box_maker(), box_maker()
     ok(run(["ovs-docker", "add-port", bridge, "eth1", box.id, "--ipaddress=198.51.100.61/24"],
            check=False))
     attach_static(bridge, peer.name, "198.51.100.62/24")
     # ovs-docker works on a netdev bridge: the container reaches an ovsbridge-attached peer
-    assert netns_exec(box, "busybox", "ping", "-c", "2", "-W", "2",
-                      "198.51.100.62").returncode == 0
+    pinged = subprocess.run(["docker", "exec", box.id, "busybox", "ping", "-c", "2", "-W", "2",
+                             "198.51.100.62"], capture_output=True, check=False)
+    assert pinged.returncode == 0
     od_port = next(p for p in ovs_ports(bridge) if p.endswith("_l"))
     assert cleanup_json(ovsbridge, bridge, "--dry-run")["removed"] == []
     docker("kill", box.id)
@@ -166,8 +181,8 @@ def test_ovs_docker_ports_are_cleaned(bridge, make_container, ovsbridge, netns_e
     assert od_port not in ovs_ports(bridge)
 
 
-def test_pipework_tagged_ports_are_cleaned(bridge, make_container, names, ovsbridge, request):
-    box = make_container()
+def test_pipework_tagged_ports_are_cleaned(bridge, box_maker, names, ovsbridge, request):
+    box = box_maker()
     host, peer = names("pw"), names("pwp")
     run(["ip", "link", "add", host, "type", "veth", "peer", "name", peer])
     request.addfinalizer(lambda: run(["ip", "link", "del", host], check=False))
@@ -199,11 +214,11 @@ def test_untagged_veth_port_is_cleaned_but_not_an_untagged_internal_port(
     assert internal in ports(done["kept"]) and internal in ovs_ports(bridge)
 
 
-def test_a_port_being_attached_is_never_removed(bridge, make_container, ovsbridge):
+def test_a_port_being_attached_is_never_removed(bridge, box_maker, ovsbridge):
     """attach (the real CLI) races two cleanup loops: the real CLI, and the op with no grace
     period (so only the OVS-then-kernel read order protects the attach). The port survives."""
     for round_ in range(4):
-        box = make_container()
+        box = box_maker()
         stop = threading.Event()
         removed: list[str] = []
         cli_results: list[Any] = []
@@ -235,3 +250,15 @@ def test_a_port_being_attached_is_never_removed(bridge, make_container, ovsbridg
         for result in cli_results:
             assert port not in ports(json.loads(ok(result).stdout)["removed"])
         assert cleanup_op(RealCleanupBackend(Ovs()), bridge, min_age=0).removed == ()
+
+
+def test_removal_tolerates_a_bridge_deleted_meanwhile(make_bridge, names, request):
+    doomed = make_bridge()
+    veth, peer = names("ve"), names("vp")
+    run(["ip", "link", "add", veth, "type", "veth", "peer", "name", peer])
+    request.addfinalizer(lambda: run(["ip", "link", "del", veth], check=False))
+    run(["ovs-vsctl", "add-port", doomed, veth])
+    backend = RealCleanupBackend(Ovs())
+    facts = backend.port_facts(doomed)
+    run(["ovs-vsctl", "del-br", doomed])
+    backend.remove_ports(facts)  # no error: the bridge went, and its ports with it

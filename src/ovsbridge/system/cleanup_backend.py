@@ -68,8 +68,9 @@ class RealCleanupBackend:
             by_bridge.setdefault(item.port.bridge, []).append(item.uuid)
         # NOTE: "remove Bridge B ports UUID" drops exactly the row we judged (Port and
         # Interface are garbage-collected with it); del-port by name could hit a port that
-        # an attach re-created under the same name after our read. Absent UUIDs are a no-op.
-        commands = [ovs.cmd("remove", "Bridge", br, "ports", *uuids)
+        # an attach re-created under the same name after our read. Absent UUIDs are a no-op,
+        # and --if-exists makes a bridge deleted meanwhile one too.
+        commands = [ovs.cmd("--if-exists", "remove", "Bridge", br, "ports", *uuids)
                     for br, uuids in sorted(by_bridge.items())]
         log.debug("cleanup: removing %d ports in one transaction", len(ports))
         self.ovs.transact(*commands)
