@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import select
 import sys
+import termios
 import time
 from typing import Any
 
@@ -133,6 +134,9 @@ def setup_bridge(
             result = applied.confirm()
         else:
             interactive = sys.stdin.isatty()
+            if interactive:
+                # NOTE: only an Enter typed after the prompt counts, not one typed ahead.
+                termios.tcflush(sys.stdin, termios.TCIFLUSH)
             how = "press Enter here, or run" if interactive else "run"
             _prompt(
                 f"{bridge} carries {uplink}'s addresses now. To keep it, {how} "

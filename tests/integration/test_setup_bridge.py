@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -580,3 +581,68 @@ def test_dhcp_uplink_keeps_its_address(dhcp_host: SimHost) -> None:
     assert "ovsbr0" not in back
     held = [(e.get("ifname"), str(e.get("address", ""))) for e in daemon_leases(sim)]
     assert [ifname for ifname, _ in held] == ["eth0"], held
+
+
+def test_enter_in_the_same_terminal_confirms(static_host: SimHost) -> None:
+    sim = static_host
+    before = settled_snapshot(sim)
+    primary, secondary = pty.openpty()
+    try:
+        cli = sim.ovsbridge_popen(
+            "setup-bridge", "eth0", "--confirm-timeout", "120", stdin=secondary
+        )
+        os.close(secondary)
+        secondary = -1
+        assert cli.stderr is not None
+        seen = []
+        while not any("press Enter" in line for line in seen):
+            line = cli.stderr.readline()
+            assert line, "".join(seen)
+            seen.append(line)
+        os.write(primary, b"\n")
+        out, rest = cli.communicate(timeout=60)
+        err = "".join(seen) + rest
+    finally:
+        os.close(primary)
+        if secondary >= 0:
+            os.close(secondary)
+    assert cli.returncode == 0, err
+    assert "press Enter here" in err
+    assert "ovsbridge confirm" in err
+    assert "confirmed" in out
+    assert port_on(sim, "eth0") == "ovsbr0"
+    no_stray_processes(sim)
+    assert sim.ovsbridge("teardown-bridge").returncode == 0
+    assert settled_snapshot(sim) == before
+
+
+# ----- end to end: the blog post's flow on the simulated LAN --------------------------------
+def test_container_gets_a_lan_address_through_the_bridge(
+    lab_session: Any, make_container: Callable[..., Any], netns_exec: Callable[..., Any]
+) -> None:
+    sim = SimHost(dhcp=True)
+    for name in (sim.host_ns, sim.router_ns):
+        lab_session.claim(name)
+    sim.start()
+    try:
+        sim.configure_static()
+        res = sim.ovsbridge("setup-bridge", "eth0", "--yes")
+        assert res.returncode == 0, res.stderr
+        web = make_container()
+        got = sim.ovsbridge("attach", "ovsbr0", web.name, "dhcp", "--json")
+        assert got.returncode == 0, got.stderr
+        lease = json.loads(got.stdout)["lease"]
+        assert lease["address"].startswith("198.51.100.1"), lease
+        ping = netns_exec(web, "ping", "-c", "2", "-W", "3", ROUTER_V4)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert web.name in sim.dhcp_leases.read_text()
+        ps = sim.ovsbridge("ps", "--json")
+        assert ps.returncode == 0, ps.stderr
+        rows = json.loads(ps.stdout)
+        assert [r["container_name"] for r in rows if r["owner"] == "ovsbridge"] == [web.name]
+        assert sim.ovsbridge("detach", web.name).returncode == 0
+        down = sim.ovsbridge("teardown-bridge")
+        assert down.returncode == 0, down.stderr
+    finally:
+        sim.ovsbridge("daemon", "stop")
+        sim.stop()
