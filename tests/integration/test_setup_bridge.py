@@ -646,3 +646,63 @@ def test_container_gets_a_lan_address_through_the_bridge(
     finally:
         sim.ovsbridge("daemon", "stop")
         sim.stop()
+
+
+def test_link_local_ipv6_gateway_is_checked_on_the_bridge(static_host: SimHost) -> None:
+    sim = static_host
+
+    def router_link_local() -> str | None:
+        for entry in sim.ip_json("-6", "addr", "show", "dev", sim.router_if, ns=sim.router_ns):
+            for a in entry.get("addr_info", []):
+                if a.get("scope") == "link" and not a.get("tentative") and "local" in a:
+                    return str(a["local"])
+        return None
+
+    wait_for("the router's link-local address", lambda: router_link_local() is not None)
+    router_ll = router_link_local()
+    assert router_ll is not None
+    subprocess.run(
+        [
+            "ip",
+            "-n",
+            sim.host_ns,
+            "-6",
+            "route",
+            "replace",
+            "default",
+            "via",
+            router_ll,
+            "dev",
+            "eth0",
+            "metric",
+            "50",
+        ],
+        check=True,
+    )
+    subprocess.run(
+        [
+            "ip",
+            "-n",
+            sim.host_ns,
+            "-6",
+            "route",
+            "del",
+            "default",
+            "via",
+            ROUTER_V6,
+            "dev",
+            "eth0",
+            "metric",
+            "50",
+        ],
+        check=False,
+    )
+    before = settled_snapshot(sim)
+    res = sim.ovsbridge("setup-bridge", "eth0", "--yes", "--json")
+    assert res.returncode == 0, res.stderr
+    checks = {c["gateway"]: c for c in json.loads(res.stdout)["checks"]}
+    assert checks[router_ll]["ok"] and checks[router_ll]["dev"] == "ovsbr0"
+    routes = sim.net_state()["ovsbr0"]["routes"]
+    assert any(r[3] == router_ll for r in routes), routes
+    assert sim.ovsbridge("teardown-bridge").returncode == 0
+    assert settled_snapshot(sim) == before

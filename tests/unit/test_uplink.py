@@ -120,6 +120,9 @@ class FakeNet:
         self.deleted.append(name)
         return self.states.pop(name, None) is not None
 
+    def uppers(self, name: str) -> list[tuple[str, str]]:
+        return [(n, "vlan") for n in self.states if n.startswith(name + ".")]
+
     def comparable(self) -> dict[str, Any]:
         return {n: (s.link, s.addresses, s.routes) for n, s in sorted(self.states.items())}
 
@@ -576,3 +579,10 @@ def test_primaries_first_and_routes_in_add_order() -> None:
         Route(4, 254, "198.51.100.128/25", "eth0"),
     ]
     assert [r.dst for r in _routes_in_add_order(routes)] == ["198.51.100.128/25", "0.0.0.0/0"]
+
+
+def test_vlan_on_the_uplink_is_warned_about() -> None:
+    net = FakeNet(static_state(), LinkState(link=link("eth0.100", 7, kind="vlan")))
+    plan = setup(net, FakeOvs(net))
+    assert isinstance(plan, ops.SetupPlan)
+    assert any(w.startswith("eth0.100 (vlan) sits on eth0") for w in plan.warnings)

@@ -62,6 +62,7 @@ class HostNetPort(Protocol):
     def restore(self, state: LinkState, *, dad_timeout: float = ...) -> list[str]: ...
     def probe_gateway(self, dev: str, gateway: str, timeout: float = ...) -> ProbeResult: ...
     def delete_link(self, name: str) -> bool: ...
+    def uppers(self, name: str) -> list[tuple[str, str]]: ...
 
 
 class OvsPort(Protocol):
@@ -338,6 +339,11 @@ def plan_setup(
         notes.append(
             f"{req.uplink} got {dynamic[0].cidr} from DHCP (a dynamic address): the "
             "bridge takes the lease over"
+        )
+    for upper, kind in net.uppers(req.uplink):
+        notes.append(
+            f"{upper} ({kind}) sits on {req.uplink}: once {req.uplink} is an OVS port it may "
+            f"stop passing traffic; recreate it as an OVS internal port of {req.bridge}"
         )
     if not before.addresses:
         notes.append(f"{req.uplink} has no global address: nothing to move but the link")

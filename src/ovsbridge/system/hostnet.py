@@ -365,6 +365,23 @@ class HostNet:
             loopback=bool(msg["flags"] & IFF_LOOPBACK),
         )
 
+    def uppers(self, name: str) -> list[tuple[str, str]]:
+        """(name, kind) of the VLAN/macvlan/ipvlan links stacked on NAME."""
+        index = self._index(name)
+        with self._netlink("list links"):
+            msgs = list(self.ipr.get_links())
+        out = []
+        for msg in msgs:
+            info = msg.get("IFLA_LINKINFO") or {}
+            kind = info.get("IFLA_INFO_KIND") if info else None
+            if (
+                kind in ("vlan", "macvlan", "macvtap", "ipvlan", "ipvtap")
+                and msg.get("IFLA_LINK") == index
+                and msg.get("IFLA_LINK_NETNSID") is None
+            ):
+                out.append((str(msg.get("IFLA_IFNAME")), str(kind)))
+        return out
+
     def links(self) -> list[LinkInfo]:
         with self._netlink("list links"):
             msgs = list(self.ipr.get_links())
@@ -733,9 +750,11 @@ class HostNet:
 
     def probe_gateway(self, dev: str, gateway: str, timeout: float = 5.0) -> ProbeResult:
         """Does GATEWAY answer through DEV? ICMP echo, or at least ARP/NDP, within TIMEOUT."""
-        via = self.route_dev(gateway)
-        if via != dev:
-            return ProbeResult(False, gateway, dev, f"the route to it goes through {via}")
+        link_local = ipaddress.ip_address(gateway).is_link_local
+        if not link_local:  # a link-local gateway is on every link; the route names none
+            via = self.route_dev(gateway)
+            if via != dev:
+                return ProbeResult(False, gateway, dev, f"the route to it goes through {via}")
         deadline = time.monotonic() + timeout
         with _EchoProbe(dev, gateway) as echo:
             while time.monotonic() < deadline:
@@ -946,7 +965,11 @@ class _EchoProbe:
         if not self.v6:
             packet = struct.pack("!BBH", kind, 0, _checksum(packet)) + body
         try:
-            self.sock.sendto(packet, (self.target, 0))
+            if self.v6:
+                scope = socket.if_nametoindex(self.dev)
+                self.sock.sendto(packet, (self.target, 0, 0, scope))
+            else:
+                self.sock.sendto(packet, (self.target, 0))
         except OSError as exc:
             log.debug("echo to %s failed: %s", self.target, exc)
             time.sleep(wait)
