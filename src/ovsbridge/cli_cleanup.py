@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ovsbridge.cli import app, json_option, require_root
@@ -55,3 +57,55 @@ def _container(name: str | None, cid: str | None) -> str | None:
     if name:
         return name
     return cid[:12] if cid and len(cid) == 64 else cid
+
+
+def render_watcher_status(section: dict[str, Any], now: float | None = None) -> str:
+    """The ``watcher`` section of ``ovsbridge daemon status`` as text for people."""
+    import time
+
+    now = time.time() if now is None else now
+    docker = section.get("docker") or {}
+    if docker.get("connected"):
+        since = int(now - float(docker.get("connected_since") or now))
+        head = f"watcher: connected to {docker.get('host')} for {since}s"
+    else:
+        head = f"watcher: NOT connected to {docker.get('host')}"
+        if docker.get("last_error"):
+            head += f" ({docker['last_error']})"
+        if docker.get("next_retry_at"):
+            head += f", retrying in {max(0, int(float(docker['next_retry_at']) - now))}s"
+    bridges = section.get("bridges")
+    head += f"; bridges: {', '.join(bridges) if isinstance(bridges, list) else 'all'}"
+    head += f"; {section.get('events', 0)} event(s)"
+    reconcile = section.get("last_reconcile") or {}
+    if reconcile:
+        head += (f"; last reconcile {int(now - float(reconcile.get('at') or now))}s ago: "
+                 f"{reconcile.get('attached', 0)} attached, "
+                 f"{len(reconcile.get('stale_removed') or [])} stale port(s) removed")
+    lines = [head]
+    containers = section.get("containers") or []
+    if containers:
+        rows: list[list[str]] = [["CONTAINER", "ID", "STATE", "BRIDGE", "IFNAME", "ADDRESS",
+                                  "PORT", "MAC", "PROBLEM"]]
+        for item in containers:
+            row = [str(item.get(k) or "-") for k in (
+                "name", "id", "state", "bridge", "ifname", "address", "port", "mac", "error")]
+            row[1] = row[1][:12]
+            rows.append(row)
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _ensure_registered() -> None:
+    # NOTE: cli.py registers this command when it imports this module; when this module is
+    # imported first (cli.py is then imported from here, half-way through), cli.py finds no
+    # command yet, so the command registers itself.
+    from ovsbridge.cli import main
+
+    if "cleanup" not in main.commands:
+        main.add_command(cleanup)
+
+
+_ensure_registered()

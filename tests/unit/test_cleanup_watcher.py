@@ -309,3 +309,30 @@ def test_unwatched_bridges_are_left_alone() -> None:
     assert actions.log[0][1] == frozenset({"other"})
     assert watcher.status()["containers"][0]["state"] == "ignored"
     assert watcher.status()["bridges"] == ["other"]
+
+
+def test_render_watcher_status() -> None:
+    from ovsbridge.cli_cleanup import render_watcher_status
+
+    watcher = w.Watcher(FakeDocker(), FakeActions(), bridges=frozenset({"br0"}))
+    watcher.watched[CID] = w.Watched(CID, "web1", "attached", "br0", "eth1", "dhcp", "ovb1",
+                                     "02:00:00:00:00:01")
+    watcher.watched[CID2] = w.Watched(CID2, "bad", "bad labels", error="label ovsbridge.vlan")
+    watcher.last_error, watcher.next_retry_at = "cannot reach Docker", time.time() + 5
+    text = render_watcher_status(watcher.status())
+    head, header, *rows = text.splitlines()
+    assert head.startswith("watcher: NOT connected to unix:///fake/docker.sock")
+    assert "cannot reach Docker" in head and "bridges: br0" in head
+    assert header.split()[:3] == ["CONTAINER", "ID", "STATE"]
+    assert rows[0].split()[:2] == ["bad", CID2[:12]]
+    assert "02:00:00:00:00:01" in rows[1]
+
+
+def test_cleanup_cli_refuses_a_bad_bridge_name() -> None:
+    from click.testing import CliRunner
+
+    from ovsbridge.cli import main
+
+    result = CliRunner().invoke(main, ["cleanup", "--bridge", "bad/name"])
+    assert result.exit_code == 2
+    assert "bridge name" in result.output
