@@ -706,3 +706,45 @@ def test_link_local_ipv6_gateway_is_checked_on_the_bridge(static_host: SimHost) 
     assert any(r[3] == router_ll for r in routes), routes
     assert sim.ovsbridge("teardown-bridge").returncode == 0
     assert settled_snapshot(sim) == before
+
+
+def test_ctrl_c_at_the_prompt_rolls_back_now(static_host: SimHost) -> None:
+    sim = static_host
+    before = settled_snapshot(sim)
+    cli = sim.ovsbridge_popen("setup-bridge", "eth0", "--confirm-timeout", "600")
+    assert cli.stderr is not None
+    seen = []
+    while not any("ovsbridge confirm" in line for line in seen):
+        line = cli.stderr.readline()
+        assert line, "".join(seen)
+        seen.append(line)
+    cli.send_signal(signal.SIGINT)
+    _, rest = cli.communicate(timeout=60)
+    assert cli.returncode == 1, "".join(seen) + rest
+    assert "interrupted at the confirmation prompt" in rest
+    assert settled_snapshot(sim) == before
+    no_stray_processes(sim)
+
+
+def test_ssh_session_closed_then_confirmed_from_a_new_shell(static_host: SimHost) -> None:
+    """The terminal goes away (SIGHUP kills the CLI); the watchdog keeps waiting, and a new
+    login confirms."""
+    sim = static_host
+    cli = sim.ovsbridge_popen("setup-bridge", "eth0", "--confirm-timeout", "120")
+    assert cli.stderr is not None
+    seen = []
+    while not any("ovsbridge confirm" in line for line in seen):
+        line = cli.stderr.readline()
+        assert line, "".join(seen)
+        seen.append(line)
+    cli.send_signal(signal.SIGHUP)
+    cli.wait(timeout=10)
+    assert cli.returncode == -signal.SIGHUP
+    res = sim.ovsbridge("confirm", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == [
+        {"bridge": "ovsbr0", "outcome": "confirmed", "reason": "confirmed", "problems": []}
+    ]
+    no_stray_processes(sim)
+    assert port_on(sim, "eth0") == "ovsbr0" and not sim.addresses("eth0")
+    assert sim.ovsbridge("teardown-bridge").returncode == 0

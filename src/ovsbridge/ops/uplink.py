@@ -431,7 +431,12 @@ class Applied:
         return self._result(self.watchdog.confirm())
 
     def wait(self, user_confirmed: Callable[[float], bool] | None = None) -> SetupResult:
-        return self._result(self.watchdog.wait(user_confirmed))
+        """Wait for the confirmation; Ctrl-C at the prompt means "no": roll back now."""
+        try:
+            outcome = self.watchdog.wait(user_confirmed)
+        except KeyboardInterrupt:
+            outcome = self.watchdog.rollback("interrupted at the confirmation prompt")
+        return self._result(outcome)
 
     def _result(self, outcome: wd.Outcome) -> SetupResult:
         self.watchdog.close()
