@@ -105,8 +105,35 @@ def json_option(func: F) -> F:
                         is_eager=True, help="Print machine-readable JSON on stdout.")(func)
 
 
+# Commands live in their own modules, imported only when used (cheap start-up, no cycles).
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "attach": ("ovsbridge.cli_core", "attach"),
+    "detach": ("ovsbridge.cli_core", "detach"),
+    "ps": ("ovsbridge.cli_core", "ps"),
+    "cleanup": ("ovsbridge.cli_cleanup", "cleanup"),
+    "setup-bridge": ("ovsbridge.cli_uplink", "setup_bridge"),
+    "teardown-bridge": ("ovsbridge.cli_uplink", "teardown_bridge"),
+    "confirm": ("ovsbridge.cli_uplink", "confirm"),
+    "daemon": ("ovsbridge.cli_daemon", "daemon"),
+}
+
+
 class OvsbridgeGroup(click.Group):
-    """A click group whose invoke is the one error funnel of the CLI."""
+    """A click group that loads its commands lazily and whose invoke is the one error funnel."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in LAZY_COMMANDS:
+            return command
+        import importlib
+
+        module_name, attr = LAZY_COMMANDS[cmd_name]
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -203,29 +230,5 @@ def main(ctx: click.Context, db: str | None, json_: bool, verbose: int, debug: b
     ctx.obj = AppContext(db=db or None, json=json_, verbose=verbose, debug=debug)
     _setup_logging(verbose, debug)
 
-
-def register_optional_commands() -> None:
-    """Commands that live in their own modules (daemon, setup-bridge, cleanup)."""
-    import importlib
-
-    for module_name, attrs in (
-        ("ovsbridge.cli_core", ("attach", "detach", "ps")),
-        ("ovsbridge.cli_daemon", ("daemon",)),
-        ("ovsbridge.cli_uplink", ("setup_bridge", "teardown_bridge", "confirm")),
-        ("ovsbridge.cli_cleanup", ("cleanup",)),
-    ):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        for attr in attrs:
-            command = getattr(module, attr, None)
-            if isinstance(command, click.Command):
-                main.add_command(command)
-
-
-register_optional_commands()
 
 __all__ = ["EXIT_USAGE", "AppContext", "BadInput", "app", "json_option", "main", "require_root"]

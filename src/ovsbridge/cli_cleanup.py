@@ -96,16 +96,3 @@ def render_watcher_status(section: dict[str, Any], now: float | None = None) -> 
         for row in rows:
             lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines)
-
-
-def _ensure_registered() -> None:
-    # NOTE: cli.py registers this command when it imports this module; when this module is
-    # imported first (cli.py is then imported from here, half-way through), cli.py finds no
-    # command yet, so the command registers itself.
-    from ovsbridge.cli import main
-
-    if "cleanup" not in main.commands:
-        main.add_command(cleanup)
-
-
-_ensure_registered()
