@@ -146,7 +146,7 @@ class OvsbridgeGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             ctx.exit(130)
-        except Exception as exc:  # noqa: BLE001 - the funnel's last resort
+        except Exception as exc:
             wrapped = OvsbridgeError(f"internal error: {type(exc).__name__}: {exc}",
                                      hint="run again with --debug and report the traceback")
             report_error(ctx, wrapped, original=exc)

@@ -146,7 +146,8 @@ def _parse_gateway(text: str, iface: IPInterface, part: str) -> IPAddress:
 def parse_mac(text: str) -> str:
     """Validate an explicit MAC; returns it lower-case. ``U:TEXT`` is handled by the caller."""
     if not _MAC_RE.match(text):
-        raise BadInput(f'MAC "{text}" is malformed', hint="write six hex pairs, e.g. 02:42:c6:33:64:12")
+        raise BadInput(f'MAC "{text}" is malformed',
+                       hint="write six hex pairs, e.g. 02:42:c6:33:64:12")
     mac = text.lower()
     first = int(mac[:2], 16)
     if first & 1:
@@ -221,7 +222,8 @@ def parse_guest(text: str) -> GuestSpec:
     if text.startswith("pid:"):
         num = text[len("pid:") :]
         if not num.isdigit() or int(num) < 1:
-            raise BadInput(f'"{text}" is not a process id', hint="give pid:N with N a positive number")
+            raise BadInput(f'"{text}" is not a process id',
+                           hint="give pid:N with N a positive number")
         return GuestSpec("pid", str(int(num)))
     return GuestSpec("docker", text)
 

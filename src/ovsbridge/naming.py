@@ -37,7 +37,7 @@ def stable_mac(guest_key: str, ifname: str) -> str:
 
 def pipework_mac(text: str) -> str:
     """MAC as pipework's ``U:TEXT`` derives it: 02 then md5 of ``echo TEXT``'s first 10 hex."""
-    digest = hashlib.md5((text + "\n").encode()).hexdigest()  # noqa: S324 - not security
+    digest = hashlib.md5((text + "\n").encode()).hexdigest()
     return "02:" + ":".join(digest[i : i + 2] for i in range(0, 10, 2))
 
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from integration.test_daemon import home  # noqa: F401 - the private-daemon fixture
 from lab.snapshots import netns_state, ovs_ports, root_links
 
 from ovsbridge import naming

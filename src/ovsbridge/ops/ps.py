@@ -66,7 +66,8 @@ def port_map(backend: Backend, bridge: str | None = None,
             mac, addresses, mode = None, (), None
         records.append(PortRecord(
             bridge=port.bridge, port=port.port, ofport=port.ofport, container_id=cid,
-            container_name=name, ifname=ifname, mac=mac, addresses=addresses, vlan=port.vlan, mode=mode,
+            container_name=name, ifname=ifname, mac=mac, addresses=addresses, vlan=port.vlan,
+            mode=mode,
             state=port_state(backend, port, owner, host_links), owner=owner, extra=extra,
         ))
     return records

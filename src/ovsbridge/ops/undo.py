@@ -36,7 +36,7 @@ class UndoStack:
             try:
                 log.debug("undo: %s", what)
                 undo()
-            except Exception as exc:  # noqa: BLE001 - reported with the original error
+            except Exception as exc:
                 log.warning("undo %s failed: %s", what, exc)
                 failed.append(f"{what}: {exc}")
         return failed

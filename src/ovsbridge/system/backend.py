@@ -36,7 +36,7 @@ class RealBackend:
             from ovsbridge.system import daemon_client
 
             status = daemon_client.status()
-        except Exception:  # noqa: BLE001 - no daemon (or none yet): no lease details
+        except Exception:
             return {}
         out: dict[tuple[str, str], dict[str, Any]] = {}
         for item in status.get("leases", []):
@@ -104,7 +104,7 @@ class RealBackend:
     def delete_guest_link(self, netns_path: str, ifname: str) -> bool:
         try:
             return netns.delete_link(ifname, netns_path)
-        except Exception:  # noqa: BLE001 - the guest may be gone: nothing left to delete
+        except Exception:
             return False
 
     def configure_guest_link(self, netns_path: str, tmp: str, ifname: str, mac: str,

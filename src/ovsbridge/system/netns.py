@@ -79,7 +79,7 @@ def in_netns(path: str | None, func: Callable[[], T]) -> T:
             os.close(fd)
         try:
             result.append(func())
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+        except BaseException as exc:
             failure.append(exc)
 
     thread = threading.Thread(target=body, name="ovsbridge-netns", daemon=True)
