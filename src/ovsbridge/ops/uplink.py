@@ -316,12 +316,14 @@ def plan_setup(
             hint="give the physical interface (or bond) that leads to your LAN",
         )
 
-    datapath, warnings = _choose_datapath(req.datapath, kernel_datapath)
     before = net.state(req.uplink)
     if row is not None:
-        datapath = str(row.get("datapath_type") or datapath)
         if not before.addresses and not before.movable_routes:
             return AlreadySetUp(req.bridge, req.uplink)
+        # Resuming: the bridge keeps the datapath it was made with.
+        datapath, warnings = str(row.get("datapath_type") or "system"), []
+    else:
+        datapath, warnings = _choose_datapath(req.datapath, kernel_datapath)
     dynamic = [a for a in before.addresses if a.dynamic and a.family == 4]
     dhcp = req.dhcp or bool(dynamic)
     notes = list(warnings)

@@ -475,8 +475,16 @@ class HostNet:
         return [
             m.get("IFA_ADDRESS")
             for m in msgs
-            if (m.get("IFA_FLAGS") or m["flags"]) & IFA_F_TENTATIVE
+            if (m.get("IFA_FLAGS") or m["flags"]) & (IFA_F_TENTATIVE | IFA_F_DADFAILED)
+            == IFA_F_TENTATIVE
         ]
+
+    def dad_failed(self, name: str) -> list[str]:
+        """IPv6 addresses of NAME that duplicate address detection rejected."""
+        index = self._index(name)
+        with self._netlink(f"read the addresses of {name}"):
+            msgs = list(self.ipr.get_addr(index=index, family=socket.AF_INET6))
+        return [m.get("IFA_ADDRESS") for m in msgs if (m.get("IFA_FLAGS") or 0) & IFA_F_DADFAILED]
 
     def wait_dad(self, name: str, timeout: float = 5.0) -> bool:
         """Wait until no IPv6 address of NAME is tentative; False on timeout."""
@@ -670,6 +678,13 @@ class HostNet:
             self.del_route(route)
         if any(a.family == 6 for a in state.addresses):
             self.wait_dad(dst, timeout=dad_timeout)
+            moved = {a.local for a in state.addresses if a.family == 6}
+            rejected = [a for a in self.dad_failed(dst) if a in moved]
+            if rejected:
+                raise OperationFailed(
+                    f"duplicate address detection failed for {', '.join(rejected)} on {dst}: "
+                    "another host on the LAN answers for it"
+                )
         for addr in reversed(_primaries_first(state.addresses)):
             self.del_address(src, addr)
 
