@@ -82,8 +82,8 @@ def _when(ts: float | None, now: float) -> str:
 
 def _next_renewal(lease: dict[str, Any]) -> float | None:
     if lease.get("state") == "bound":
-        return lease.get("renew_at")  # type: ignore[no-any-return]
-    return lease.get("next_action_at")  # type: ignore[no-any-return]
+        return lease.get("renew_at")
+    return lease.get("next_action_at")
 
 
 def render_status(status: dict[str, Any], now: float | None = None) -> str:
@@ -116,8 +116,27 @@ def render_status(status: dict[str, Any], now: float | None = None) -> str:
     for key, value in status.items():
         if key in ("pid", "version", "started_at", "socket", "state_dir", "leases"):
             continue
-        lines.append(f"{key}: {json.dumps(value, default=str)}")
+        lines.append(_render_section(key, value, now))
     return "\n".join(lines)
+
+
+# Text renderers for the sections daemon plugins add to status ("module:function"); any
+# other section is shown as one JSON line.
+SECTION_RENDERERS = {"watcher": "ovsbridge.cli_cleanup:render_watcher_status"}
+
+
+def _render_section(key: str, value: Any, now: float) -> str:
+    spec = SECTION_RENDERERS.get(key)
+    if spec and isinstance(value, dict):
+        import importlib
+
+        module_name, _, attr = spec.partition(":")
+        try:
+            renderer = getattr(importlib.import_module(module_name), attr)
+            return str(renderer(value, now=now))
+        except (ImportError, AttributeError, TypeError, ValueError, KeyError):
+            pass
+    return f"{key}: {json.dumps(value, default=str)}"
 
 
 @daemon.command("status")

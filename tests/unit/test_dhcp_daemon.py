@@ -251,3 +251,37 @@ def test_a_wiped_run_dir_stops_the_daemon(where: DaemonPaths, monkeypatch) -> No
         assert Path(where.lock).read_text() == "someone else's\n"
 
     asyncio.run(scenario())
+
+
+def test_cli_status_renders_leases_and_exits_3_without_a_daemon(
+    where: DaemonPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from ovsbridge.cli_daemon import daemon, render_status
+
+    monkeypatch.setenv("OVSBRIDGE_RUN_DIR", where.run_dir)
+    monkeypatch.setenv("OVSBRIDGE_STATE_DIR", where.state_dir)
+    result = CliRunner().invoke(daemon, ["status"])
+    assert result.exit_code == 3 and "no ovsbridge daemon is running" in result.output
+    result = CliRunner().invoke(daemon, ["status", "--json"])
+    assert result.exit_code == 3 and '"exit_code": 3' in result.output
+
+    text = render_status(
+        {
+            "pid": 42, "version": "0.1.0", "started_at": 1000.0,
+            "leases": [
+                {"guest": {"name": "web1", "key": "abc"}, "ifname": "eth1",
+                 "address": "203.0.113.10/24", "state": "bound", "expires_at": 1120.0,
+                 "renew_at": 1060.0, "next_action_at": 1060.0},
+            ],
+            "extra": {"containers": 2},
+        },
+        now=1010.0,
+    )
+    lines = text.splitlines()
+    assert lines[0].startswith("ovsbridge daemon 0.1.0, pid 42, up 10s, 1 lease(s)")
+    assert lines[1].split() == ["GUEST", "IFNAME", "ADDRESS", "STATE", "EXPIRES", "NEXT",
+                                "RENEWAL"]
+    assert "web1" in lines[2] and "203.0.113.10/24" in lines[2] and "(in 50s)" in lines[2]
+    assert lines[-1] == 'extra: {"containers": 2}'

@@ -156,6 +156,14 @@ class DhcpPort(Protocol):
 class SystemDhcp:
     """The real DhcpPort: system.dhcp, with every netns entry checked against the inode."""
 
+    # NOTE: no thread per lease and no blocking call on the loop. The DHCP sockets are
+    # non-blocking and served by this loop (pyroute2's put/get use loop.sock_sendall /
+    # sock_recv, i.e. add_reader). Only what must happen *inside* the guest's netns (making
+    # the sockets, netlink address/route changes) runs in a short-lived thread that setns()-es
+    # and exits, awaited through a future; a thread pool cannot be used, as its threads would
+    # stay in a guest's netns. Sockets exist only during an exchange (seconds every T1), so
+    # an idle lease costs a task and a few objects, and pins no netns.
+
     def __init__(self, acquire_timeout: float = ACQUIRE_TIMEOUT, renew_try: float = RENEW_TRY):
         self.acquire_timeout = acquire_timeout
         self.renew_try = renew_try
