@@ -374,3 +374,29 @@ def test_acquire_inside_a_running_event_loop(lan, make_netns, connect_netns) -> 
         return dhcp.acquire(path, "eth1", mac=mac, hostname=None, client_id=b"\x00L", timeout=30)
 
     assert asyncio.run(under_loop()).address.ip in ipaddress.ip_network(SUBNET)
+
+
+def test_pyroute2s_own_socket_cannot_reach_a_guest_interface_ours_can(
+    lan, make_netns, connect_netns, names
+) -> None:
+    """The case this adapter exists for: pyroute2's AsyncDHCP4Socket looks the interface up
+    (and binds it) in the *caller's* netns, so a process outside the guest cannot use it."""
+    import asyncio
+
+    from pyroute2.dhcp.dhcp4socket import AsyncDHCP4Socket
+
+    ifname = names("if")  # exists only inside the guest's netns
+    name = make_netns()
+    connect_netns(lan.bridge, name, ifname=ifname)
+    path = f"/var/run/netns/{name}"
+
+    async def pyroute2_alone() -> None:
+        async with AsyncDHCP4Socket(ifname):
+            pass
+
+    with pytest.raises(OSError, match="Link not found"):
+        asyncio.run(pyroute2_alone())
+
+    lease = dhcp.acquire(path, ifname, mac=link_mac(path, ifname), hostname=None,
+                         client_id=b"\x00p2", timeout=30)
+    assert lease.address.ip in ipaddress.ip_network(SUBNET)
