@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The demo: `./scripts/demo.sh`, as root. Shows the main job on a self-contained lab.
 #
-# Two containers without any network (--net=none) get an interface on an OVS bridge with
-# static addresses, `ovsbridge ps` shows which port is which container, and one pings the
-# other. Every command is printed before it runs, as in a tutorial. Everything the demo makes
-# (containers, bridge) is removed at the end, even when a step fails.
+# Part 1: two containers without any network (--net=none) get an interface on an OVS bridge
+# with static addresses, `ovsbridge ps` shows which port is which container, one pings the other.
+# Part 2: the blog post's whole flow on a simulated LAN: a router netns running dnsmasq (the
+# LAN's DHCP server) and a simulated host (a netns with its own private Open vSwitch) whose
+# eth0 goes into ovsbr0 with `setup-bridge`; a --net=none container is attached with `dhcp`,
+# takes its address from the router, and pings it. The machine's own uplink is never touched.
+# Every command is printed before it runs, as in a tutorial. Everything the demo makes
+# (containers, bridges, namespaces, daemons) is removed at the end, even when a step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,12 +33,20 @@ run() {
     "$@"
 }
 
+LAN="demo-lan-$suffix"
+SIMSTATE=""
+
 cleanup() {
     local rc=$?
     trap - EXIT
-    step "Clean up: remove the containers and the bridge"
-    run docker rm -f "$WEB" "$DB" || true
+    step "Clean up: remove the containers, the bridge and the simulated LAN"
+    run docker rm -f "$WEB" "$DB" "$LAN" || true
     run ovs-vsctl --if-exists del-br "$BRIDGE" || true
+    if [[ -n $SIMSTATE && -f $SIMSTATE ]]; then
+        sim ovsbridge daemon stop >/dev/null 2>&1 || true
+        run python tests/lab/simhost.py down --state "$SIMSTATE" || true
+        rm -f "$SIMSTATE"
+    fi
     if ((rc == 0)); then
         printf '\ndemo: done\n'
     else
@@ -67,3 +79,42 @@ step "Detach them: their interfaces and OVS ports are gone"
 run ovsbridge detach "$WEB"
 run ovsbridge detach "$DB"
 run ovsbridge ps "$BRIDGE"
+
+printf '\n%s== Part 2: the blog post, on a simulated LAN ==%s\n' "$bold" "$plain"
+step "Build the LAN: a router (198.51.100.1, dnsmasq DHCP) and a host whose eth0 faces it"
+SIMSTATE=$(mktemp /tmp/ovsbridge-demo-XXXXXX.json)
+python tests/lab/simhost.py up --dhcp --static --state "$SIMSTATE" >/dev/null
+HOST_NS=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["host_ns"])' "$SIMSTATE")
+SIM_DB=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["db"])' "$SIMSTATE")
+SIM_TMP=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["tmpdir"])' "$SIMSTATE")
+ROUTER=198.51.100.1
+echo "simulated host: netns $HOST_NS, its own OVS at $SIM_DB"
+# On the simulated host, every command runs inside its netns, against its own OVS and with
+# its own daemon directories (never this machine's /run/ovsbridge).
+sim() {
+    printf '[%s]$ %s\n' "host" "$*"
+    ip netns exec "$HOST_NS" env OVSBRIDGE_DB="$SIM_DB" OVSBRIDGE_RUN_DIR="$SIM_TMP/run" \
+        OVSBRIDGE_STATE_DIR="$SIM_TMP/state" OVSBRIDGE_CONF_DIR="$SIM_TMP/etc" "$@"
+}
+sim ip -br addr show eth0
+sim ip route
+
+step "Move the host's eth0 into ovsbr0 (addresses and routes follow; --yes confirms once the gateway answers)"
+sim ovsbridge setup-bridge eth0 --yes
+sim ip -br addr show ovsbr0
+sim ip route
+
+step "A container with no network, attached with dhcp: it takes a LAN address from the router"
+run docker run -d --name "$LAN" --network none "$IMAGE"
+sim ovsbridge attach ovsbr0 "$LAN" dhcp
+sim ovsbridge ps ovsbr0
+run docker exec "$LAN" ip addr show eth1
+run docker exec "$LAN" ping -c 3 "$ROUTER"
+
+step "The daemon keeps the lease (renews at T1, rebinds at T2)"
+sim ovsbridge daemon status
+
+step "Undo: detach, then give eth0 its addresses and routes back"
+sim ovsbridge detach "$LAN"
+sim ovsbridge teardown-bridge
+sim ip -br addr show eth0
