@@ -204,6 +204,14 @@ def _enter_netns(netns_path: str, netns_inode: int | None) -> None:
         os.close(fd)
 
 
+def _leave_netns(home: int) -> None:
+    try:
+        if _libc().setns(home, _CLONE_NEWNET) != 0:
+            log.warning("setns back failed: %s", os.strerror(ctypes.get_errno()))
+    finally:
+        os.close(home)
+
+
 def _netns_thread(
     netns_path: str,
     netns_inode: int | None,
@@ -213,12 +221,17 @@ def _netns_thread(
     # NOTE: a fresh thread per call, never a pool: the thread stays in the guest's netns after
     # setns(), and dies right after FN, so it cannot leak into other work or pin the netns.
     def target() -> None:
+        # NOTE: the thread goes back to where it came from before it ends: an OS thread
+        # outlives its Python part for a moment, and must not hold the guest's netns then.
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             _enter_netns(netns_path, netns_inode)
             result = fn()
         except BaseException as exc:  # handed to the caller
+            _leave_netns(home)
             done(None, exc)
         else:
+            _leave_netns(home)
             done(result, None)
 
     thread = threading.Thread(target=target, name=f"netns {netns_path}", daemon=True)
