@@ -166,13 +166,14 @@ STEPS = ["veth", "guest-link", "offload", "port", "addresses", "routes", "announ
 @pytest.mark.parametrize("step", STEPS)
 def test_failure_at_each_step_leaves_everything_as_it_was(step, bridge, make_container, ovsbridge):
     box = make_container()
-    before = (root_links(), ovs_ports(bridge), netns_state(box.pid))
+    before = (ours(root_links()), ovs_ports(bridge), netns_state(box.pid))
     result = ovsbridge(
         "attach", bridge, box.name, "198.51.100.81/24@198.51.100.1", env={FAIL_AT_ENV: step}
     )
     assert result.returncode == 1, result.stderr
     assert f"injected failure after step '{step}'" in result.stderr
-    assert (root_links(), ovs_ports(bridge), netns_state(box.pid)) == before
+    assert naming.host_ifname(box.id, "eth1") not in root_links()
+    assert (ours(root_links()), ovs_ports(bridge), netns_state(box.pid)) == before
 
 
 def test_failure_after_creating_the_bridge_removes_it(names, make_container, ovsbridge):
