@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import struct
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ovsbridge.errors import Conflict, NotFound, OperationFailed, OvsbridgeError
+from ovsbridge.system.nsthread import run_in_netns
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,44 +50,11 @@ def _translate(exc: NetlinkError, what: str) -> OvsbridgeError:
     return OperationFailed(text)
 
 
-def _setns(fd: int) -> None:
-    # NOTE: os.setns only exists from Python 3.12; pyroute2 wraps the syscall for 3.11.
-    from pyroute2.netns import setns
-
-    setns(fd)
-
-
 def in_netns(path: str | None, func: Callable[[], T]) -> T:
-    """Run FUNC in a thread that has entered the network namespace at PATH."""
+    """Run FUNC in a thread that has entered the network namespace at PATH (here if None)."""
     if path is None:
         return func()
-    result: list[T] = []
-    failure: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            failure.append(NotFound(f"network namespace {path} is gone"))
-            return
-        try:
-            _setns(fd)
-        except OSError as exc:
-            failure.append(OperationFailed(f"cannot enter network namespace {path}: {exc}"))
-            return
-        finally:
-            os.close(fd)
-        try:
-            result.append(func())
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=body, name="ovsbridge-netns", daemon=True)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return result[0]
+    return run_in_netns(path, func)
 
 
 def _netlink_socket_in(path: str) -> int:
