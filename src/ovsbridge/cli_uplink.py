@@ -189,6 +189,12 @@ def teardown_bridge(bridge: str, force: bool) -> None:
     render = ctx.render
     with HostNet() as net:
         plan = ops.plan_teardown(bridge, net, ctx.ovs, force)
+        if plan.container_ports:
+            # --force: detach the containers the way `detach` does, leases released too.
+            from ovsbridge.ops.attach import detach_ports
+            from ovsbridge.system.backend import RealBackend
+
+            detach_ports(RealBackend(ctx.ovs), bridge, plan.container_ports)
         result = ops.apply_teardown(plan, net, ctx.ovs, UplinkDhcp() if plan.dhcp else None)
     if ctx.json:
         render.data(result.to_dict())

@@ -172,3 +172,12 @@ def test_gateway_outside_subnet_is_flagged_on_link() -> None:
     plan = parse_address_plan("198.51.100.5/24@203.0.113.1")
     assert not plan.statics[0].gateway_on_link
     assert plan.statics[0].gateway == ipaddress.ip_address("203.0.113.1")
+
+
+def test_detach_ports_takes_our_ports_off_and_drops_their_leases() -> None:
+    from ovsbridge.ops.attach import detach_ports
+
+    backend = fresh()
+    result = attach(backend, request("dhcp"))
+    assert detach_ports(backend, "br0", (result.port, "someone-elses")) == [result.port]
+    assert backend.w.ports == {} and backend.w.held == {} and backend.w.host_links == set()

@@ -311,6 +311,16 @@ def detach(backend: Backend, spec: GuestSpec, ifname: str | None,
     return DetachResult(name, tuple(removed))
 
 
+def detach_ports(backend: Backend, bridge: str, names: tuple[str, ...]) -> list[str]:
+    """Take ovsbridge's ports NAMES off BRIDGE as detach does (leases released too)."""
+    done = []
+    for port in backend.ports(bridge):
+        if port.port in names and ours(port):
+            _remove_attachment(backend, port, None)
+            done.append(port.port)
+    return done
+
+
 def _find_for_detach(backend: Backend, spec: GuestSpec, guest: Guest | None) -> list[OvsPort]:
     ports = [p for p in backend.ports() if ours(p)]
     if guest is not None:
