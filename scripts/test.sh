@@ -2,8 +2,8 @@
 # The test command: `./scripts/test.sh [PYTEST ARGS...]`, as root.
 #
 # Sets up the lab (scripts/lab.sh), a venv at .venv with the project and its test extras,
-# lints with ruff, then runs pytest with the given arguments. The exit code is pytest's,
-# except that "no tests collected" (5) is a failure too.
+# lints with ruff, type-checks with mypy (strict), then runs pytest with the given arguments.
+# The exit code is pytest's, except that "no tests collected" (5) is a failure too.
 #
 # The session-end leak check runs in "global" mode here (anything left that looks like ours
 # fails the run: right for CI and an exclusive lab machine). On a machine shared with other
@@ -29,6 +29,8 @@ fi
 
 echo "test: ruff check src tests"
 .venv/bin/ruff check src tests
+echo "test: mypy src (strict)"
+.venv/bin/mypy src
 
 export OVSBRIDGE_TEST_LEAKCHECK="${OVSBRIDGE_TEST_LEAKCHECK:-global}"
 echo "test: pytest $* (leak check: $OVSBRIDGE_TEST_LEAKCHECK)"

@@ -152,7 +152,7 @@ class OvsbridgeGroup(click.Group):
             report_error(ctx, wrapped, original=exc)
             ctx.exit(EXIT_FAILED)
 
-    def main(self, args: Any = None, prog_name: str | None = None,  # type: ignore[override]
+    def main(self, args: Any = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
              **extra: Any) -> Any:
         """Usage errors become one ``error:`` line and exit 2, like every other error."""

@@ -321,7 +321,8 @@ def plan_setup(
         if not before.addresses and not before.movable_routes:
             return AlreadySetUp(req.bridge, req.uplink)
         # Resuming: the bridge keeps the datapath it was made with.
-        datapath, warnings = str(row.get("datapath_type") or "system"), []
+        warnings: list[str] = []
+        datapath = str(row.get("datapath_type") or "system")
     else:
         datapath, warnings = _choose_datapath(req.datapath, kernel_datapath)
     dynamic = [a for a in before.addresses if a.dynamic and a.family == 4]

@@ -139,7 +139,7 @@ class RealBackend:
 
     def announce(self, netns_path: str, ifname: str, iface: IPInterface, mac: str) -> None:
         if iface.version == 4:
-            netns.gratuitous_arp(netns_path, ifname, iface.ip, mac)  # type: ignore[arg-type]
+            netns.gratuitous_arp(netns_path, ifname, iface.ip, mac)
 
     # DHCP ------------------------------------------------------------------------------
     def dhcp_acquire(self, netns_path: str, ifname: str, *, mac: str, hostname: str | None,
