@@ -44,10 +44,10 @@ def test_timers_and_remaining_lifetime() -> None:
 
 
 def test_resolv_conf_keeps_options_and_replaces_servers() -> None:
-    old = "# made by docker\nnameserver 192.0.2.53\nsearch old.example\noptions ndots:2\n"
+    old = "# made by docker\nnameserver 198.51.100.253\nsearch old.example\noptions ndots:2\n"
     new = render_resolv_conf(old, make_lease(dns=("203.0.113.53", "203.0.113.54")))
     lines = new.splitlines()
-    assert "nameserver 192.0.2.53" not in new and "search old.example" not in new
+    assert "nameserver 198.51.100.253" not in new and "search old.example" not in new
     assert "search lab.test" in lines and "options ndots:2" in lines
     assert [ln for ln in lines if ln.startswith("nameserver")] == [
         "nameserver 203.0.113.53", "nameserver 203.0.113.54"]
@@ -57,22 +57,22 @@ def test_resolv_conf_keeps_options_and_replaces_servers() -> None:
 def test_write_resolv_conf_rewrites_the_same_inode(tmp_path: Path) -> None:
     """Docker bind-mounts ResolvConfPath: the file must change in place, not be renamed over."""
     path = tmp_path / "resolv.conf"
-    path.write_text("nameserver 192.0.2.53\n" + "# long comment line\n" * 20)
+    path.write_text("nameserver 198.51.100.253\n" + "# long comment line\n" * 20)
     inode = os.stat(path).st_ino
 
     write_resolv_conf(str(path), make_lease())
 
     assert os.stat(path).st_ino == inode
     text = path.read_text()
-    assert "nameserver 203.0.113.1" in text and "192.0.2.53" not in text
+    assert "nameserver 203.0.113.1" in text and "198.51.100.253" not in text
     assert text.endswith("\n") and text.count("# long comment line") == 20
 
 
 def test_write_resolv_conf_without_dns_leaves_the_file_alone(tmp_path: Path) -> None:
     path = tmp_path / "resolv.conf"
-    path.write_text("nameserver 192.0.2.53\n")
+    path.write_text("nameserver 198.51.100.253\n")
     write_resolv_conf(str(path), make_lease(dns=(), domain=None))
-    assert path.read_text() == "nameserver 192.0.2.53\n"
+    assert path.read_text() == "nameserver 198.51.100.253\n"
 
 
 def test_write_resolv_conf_refuses_the_hosts_file_even_through_a_symlink(tmp_path: Path) -> None:

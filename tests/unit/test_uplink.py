@@ -542,7 +542,7 @@ def test_link_state_survives_json() -> None:
             Route(
                 4,
                 254,
-                "192.168.7.0/24",
+                "203.0.113.128/25",
                 None,
                 metrics=(("mtu", 1400),),
                 multipath=(Nexthop("eth0", "198.51.100.1", 2), Nexthop("eth1", "198.51.100.9")),
