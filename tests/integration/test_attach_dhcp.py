@@ -128,3 +128,18 @@ def test_two_at_once_get_distinct_addresses_and_twenty_in_a_row_get_twenty(
     assert len(home.leases()) == 22
     for box in (a, b, *boxes):
         ok(ovsbridge("detach", box.name))
+
+
+def test_hostname_no_default_route_and_no_dns_are_honoured(bridge, lan, home, make_container,
+                                                           ovsbridge, netns_exec):
+    box = make_container()
+    resolv_before = ok(netns_exec(box, "cat", "/etc/resolv.conf")).stdout
+    result = json.loads(ok(ovsbridge("attach", bridge, box.name, "dhcp", "--json",
+                                     "--hostname", "custom-name", "--no-default-route",
+                                     "--no-dns")).stdout)
+    assert "default" not in ok(netns_exec(box, "ip", "route")).stdout
+    assert ok(netns_exec(box, "cat", "/etc/resolv.conf")).stdout == resolv_before
+    leases = {x["mac"]: x for x in lan.leases()}
+    assert leases[result["mac"]]["hostname"] == "custom-name"
+    assert ok(netns_exec(box, "busybox", "ping", "-c", "1", "-W", "2", lan.ip))
+    ok(ovsbridge("detach", box.name))
