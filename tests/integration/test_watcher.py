@@ -113,6 +113,13 @@ def guest_iface(pid: int, ifname: str = "eth1") -> tuple[str, list[str]] | None:
     return link["mac"], addrs
 
 
+def configured_iface(pid: int, ifname: str = "eth1") -> tuple[str, list[str]] | None:
+    """Like guest_iface, but None until the interface has its IPv4 address too (attach adds
+    the address after the link appears, so waiting for the link alone races with it)."""
+    found = guest_iface(pid, ifname)
+    return found if found and found[1] else None
+
+
 def ports_of(bridge: str, cid: str) -> list[str]:
     out = run(["ovs-vsctl", "--format=json", "--columns=name,external_ids", "list",
                "Interface"]).stdout
@@ -150,7 +157,7 @@ def test_labelled_container_is_attached_and_keeps_mac_and_lease_across_restart(
     server = dhcp_server(bridge)
     daemon = start_daemon(bridge, DOCKER_HOST=private_dockerd.host)
     box = box_maker(labels(bridge, "dhcp"))
-    mac, addrs = wait_for(lambda: (g := guest_iface(box.pid)) and g[1] and g, "a DHCP lease")
+    mac, addrs = wait_for(lambda: configured_iface(box.pid), "a DHCP lease")
     assert mac == naming.stable_mac(box.id, "eth1")
     assert addrs[0].startswith("198.51.100.")
     assert [lease["mac"] for lease in server.leases()] == [mac]
@@ -161,7 +168,7 @@ def test_labelled_container_is_attached_and_keeps_mac_and_lease_across_restart(
     private_dockerd.docker("restart", "-t", "0", box.id)
     pid = int(inspect(box.id, private_dockerd.host)["State"]["Pid"])
     assert pid != box.pid
-    again = wait_for(lambda: (g := guest_iface(pid)) and g[1] and g, "the lease after restart")
+    again = wait_for(lambda: configured_iface(pid), "the lease after restart")
     assert again == (mac, addrs)
     assert ports_of(bridge, box.id) == first_ports  # the stale one went, the new one is back
     status = daemon.status()
@@ -178,7 +185,7 @@ def test_docker_kill_removes_the_port_and_the_lease(bridge, dhcp_server, private
     static = box_maker(labels(bridge, "198.51.100.21/24"))
     leased = box_maker(labels(bridge, "dhcp", ifname="lan0"))
     wait_for(lambda: ports_of(bridge, static.id), "the static port")
-    wait_for(lambda: (g := guest_iface(leased.pid, "lan0")) and g[1], "the DHCP lease")
+    wait_for(lambda: configured_iface(leased.pid, "lan0"), "the DHCP lease")
     wait_for(lambda: len(daemon.status()["leases"]) == 1, "the lease held")  # type: ignore[index]
     for box in (static, leased):
         port = ports_of(bridge, box.id)[0]
@@ -240,7 +247,7 @@ def test_daemon_sigkilled_while_containers_die_reconciles_when_started_again(
         assert ports_of(bridge, gone.id) == []
     assert ports_of(bridge, boxes[2].id) == survivor_port
     wait_for(lambda: ports_of(bridge, late.id), "the late container attached")
-    iface = wait_for(lambda: guest_iface(late.pid), "eth1 in the late container")
+    iface = wait_for(lambda: configured_iface(late.pid), "eth1 in the late container")
     assert iface[1] == ["198.51.100.48/24"]
     assert len(second.watcher()["last_reconcile"]["stale_removed"]) == 3
 
@@ -264,7 +271,7 @@ def test_dockerd_restart_under_a_running_daemon_reconnects_and_reconciles(
     host = private_dockerd.host
     new_pid = wait_for(lambda: int(inspect(box.id, host)["State"]["Pid"] or 0), "the restart")
     assert new_pid != box.pid
-    again = wait_for(lambda: guest_iface(new_pid), "re-attached after the dockerd restart")
+    again = wait_for(lambda: configured_iface(new_pid), "re-attached after the dockerd restart")
     assert again == (mac, ["198.51.100.61/24"])
     wait_for(lambda: ports_of(bridge, box.id) == old_port, "exactly one port for it")
     ps = json.loads(daemon.cli("ps", bridge, "--json").stdout)
