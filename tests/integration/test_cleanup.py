@@ -9,7 +9,9 @@ cleanup gets to judge them.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -148,6 +150,15 @@ def test_a_stopped_container_whose_veth_survives_is_cleaned_with_its_host_veth(
     port = attach_static(bridge, f"netns:{ns}", "198.51.100.51/24")
     holder = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "600"])
     try:
+        # NOTE: only once sleep is inside the netns does it pin it; deleting the name earlier
+        # frees the netns (and the veth) at once.
+        inode = os.stat(f"/var/run/netns/{ns}").st_ino
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{holder.pid}/ns/net").st_ino == inode:
+                    break
+            time.sleep(0.01)
         run(["ip", "netns", "del", ns])  # the name is gone; sleep keeps the netns alive
         assert port in root_links()
         wait_until_older_than_min_age(bridge)

@@ -6,6 +6,7 @@ reads /proc and /var/run/netns. Refuses guests whose namespace is the host's own
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -23,7 +24,9 @@ def host_netns_inode() -> int:
     return os.stat("/proc/thread-self/ns/net").st_ino
 
 
+@functools.cache
 def _client() -> Any:
+    """One Docker client per process (its API version is negotiated once)."""
     try:
         import docker
         from docker.errors import DockerException
@@ -54,8 +57,6 @@ def inspect_container(ref: str) -> dict[str, Any] | None:
     except DockerException as exc:
         raise EnvironmentProblem(f"cannot reach Docker: {exc}",
                                  hint="start dockerd, or set DOCKER_HOST") from exc
-    finally:
-        client.close()
 
 
 def resolve_guest(spec: GuestSpec) -> Guest:
