@@ -21,6 +21,17 @@ def ours(links: set[str]) -> set[str]:
     return {n for n in links if n.startswith((naming.HOST_PREFIX, naming.PEER_PREFIX))}
 
 
+def wait_in_netns(pid: int, netns: str) -> None:
+    """Wait until PID (started by `ip netns exec`) has entered NETNS."""
+    import time
+
+    inode = os.stat(f"/var/run/netns/{netns}").st_ino
+    deadline = time.monotonic() + 10
+    while os.stat(f"/proc/{pid}/ns/net").st_ino != inode:
+        assert time.monotonic() < deadline, f"pid {pid} never entered {netns}"
+        time.sleep(0.01)
+
+
 def ok(result: Any) -> Any:
     assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
     return result
@@ -110,6 +121,7 @@ def test_default_mac_is_stable_across_reattach(bridge, make_container, ovsbridge
 def test_netns_and_pid_guests(bridge, make_netns, spawn, ovsbridge, netns_exec):
     ns_a, ns_b = make_netns(), make_netns()
     proc = spawn(ns_b, "sleep", "600")
+    wait_in_netns(proc.pid, ns_b)
     ok(ovsbridge("attach", bridge, f"netns:{ns_a}", "198.51.100.51/24"))
     ok(ovsbridge("attach", bridge, f"pid:{proc.pid}", "198.51.100.52/24"))
     assert ping(netns_exec, ns_a, "198.51.100.52")
