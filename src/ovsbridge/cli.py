@@ -231,4 +231,4 @@ def main(ctx: click.Context, db: str | None, json_: bool, verbose: int, debug: b
     _setup_logging(verbose, debug)
 
 
-__all__ = ["EXIT_USAGE", "AppContext", "BadInput", "app", "json_option", "main", "require_root"]
+__all__ = ["AppContext", "app", "json_option", "main", "require_root"]
