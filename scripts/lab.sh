@@ -46,6 +46,20 @@ install_packages() {
     ((rc == 0)) || die "apt-get failed (exit $rc) installing: ${missing[*]}"
 }
 
+# A pid file whose process is gone, or a zombie nobody reaped (PID 1 of a container or sandbox
+# may never reap), makes ovs-ctl and dockerd believe the daemon still runs: remove it.
+drop_stale_pidfile() {
+    local file=$1 pid state
+    [[ -f $file ]] || return 0
+    pid=$(tr -dc '0-9' <"$file")
+    state=""
+    [[ -n $pid && -r /proc/$pid/stat ]] && state=$(awk '{print $3}' "/proc/$pid/stat")
+    if [[ -z $state || $state == Z ]]; then
+        log "removing stale pid file $file (pid ${pid:-none} is not running)"
+        rm -f "$file"
+    fi
+}
+
 ovs_answers() {
     ovs-vsctl --timeout=5 show >/dev/null 2>&1 && ovs-appctl -t ovs-vswitchd version >/dev/null 2>&1
 }
@@ -56,6 +70,8 @@ start_ovs() {
         return
     fi
     log "openvswitch: starting (ovs-ctl start)"
+    drop_stale_pidfile /var/run/openvswitch/ovsdb-server.pid
+    drop_stale_pidfile /var/run/openvswitch/ovs-vswitchd.pid
     /usr/share/openvswitch/scripts/ovs-ctl start || true
     if ! ovs-appctl -t ovs-vswitchd version >/dev/null 2>&1 \
         && ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
@@ -77,6 +93,8 @@ start_docker() {
         return
     fi
     log "docker: starting dockerd --iptables=false --bridge=none (log: $DOCKERD_LOG)"
+    drop_stale_pidfile /var/run/docker.pid
+    drop_stale_pidfile /var/run/docker/containerd/containerd.pid
     setsid nohup dockerd --iptables=false --bridge=none >>"$DOCKERD_LOG" 2>&1 </dev/null &
     local waited=0
     until docker info >/dev/null 2>&1; do
