@@ -2,47 +2,30 @@
 
 ``run`` serves in the foreground (logs on stderr; systemd's unit uses it), ``status`` shows
 what the daemon holds (exit 3 when no daemon runs), ``stop`` stops it without releasing
-anything. Self-contained: errors are reported here (one ``error:`` line, or JSON on stderr
-with ``--json``) with the documented exit codes. Heavy imports stay inside the commands.
+anything. Errors go through the CLI's one funnel (cli.py). Heavy imports stay inside the
+commands.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from typing import Any
 
 import click
 
-from ovsbridge.errors import EnvironmentProblem, OvsbridgeError
-
-
-def _json_wanted(local: bool) -> bool:
-    ctx = click.get_current_context(silent=True)
-    root = ctx.find_root().obj if ctx is not None else None
-    return local or bool(getattr(root, "json", False))
-
-
-def _fail(exc: OvsbridgeError, json_mode: bool) -> None:
-    if json_mode:
-        click.echo(json.dumps(exc.to_dict()), err=True)
-    else:
-        text = f"error: {exc.message.rstrip('.')}"
-        if exc.hint:
-            text += f"; hint: {exc.hint}"
-        click.echo(" ".join(text.splitlines()), err=True)
-    raise click.exceptions.Exit(exc.exit_code)
+from ovsbridge.cli import app, json_option, require_root
 
 
 @click.group("daemon")
 def daemon() -> None:
-    """The one host-wide daemon that keeps every DHCP lease (and, later, watches Docker)."""
+    """The one host-wide daemon that keeps every DHCP lease and watches Docker."""
 
 
 @daemon.command("run")
+@require_root
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -61,15 +44,7 @@ def run(log_level: str) -> None:
     logger.addHandler(handler)
     logger.setLevel(log_level.upper())
     logger.propagate = False
-    try:
-        if os.geteuid() != 0:
-            raise EnvironmentProblem(
-                "the ovsbridge daemon must run as root (it enters network namespaces)",
-                hint="run it again with sudo",
-            )
-        run_daemon(daemon_paths(), plugins=default_plugins())
-    except OvsbridgeError as exc:
-        _fail(exc, False)
+    run_daemon(daemon_paths(), plugins=default_plugins())
 
 
 def _when(ts: float | None, now: float) -> str:
@@ -140,45 +115,34 @@ def _render_section(key: str, value: Any, now: float) -> str:
 
 
 @daemon.command("status")
-@click.option("--json", "json_", is_flag=True, help="Print the daemon's answer as JSON.")
-def status(json_: bool) -> None:
+@json_option
+@require_root
+def status() -> None:
     """What the daemon holds: leases with guest, ifname, address, expiry, next renewal.
 
     Exits 3 when no daemon runs.
     """
     from ovsbridge.system import daemon_client
 
-    json_mode = _json_wanted(json_)
-    try:
-        answer = daemon_client.status()
-    except OvsbridgeError as exc:
-        _fail(exc, json_mode)
-        return
-    if json_mode:
+    answer = daemon_client.status()
+    if app().json:
         click.echo(json.dumps(answer, indent=2, sort_keys=True, default=str))
     else:
         click.echo(render_status(answer))
 
 
 @daemon.command("stop")
-@click.option("--json", "json_", is_flag=True, help="Print the result as JSON.")
-def stop(json_: bool) -> None:
+@json_option
+@require_root
+def stop() -> None:
     """Stop the daemon (leases stay configured and are resumed by the next daemon)."""
     from ovsbridge.system import daemon_client
 
-    json_mode = _json_wanted(json_)
-    try:
-        pid = daemon_client.stop()
-    except OvsbridgeError as exc:
-        _fail(exc, json_mode)
-        return
-    if json_mode:
+    pid = daemon_client.stop()
+    if app().json:
         click.echo(json.dumps({"stopped": pid is not None, "pid": pid}))
     elif pid is None:
         click.echo("no ovsbridge daemon was running")
     else:
         click.echo(f"stopped the ovsbridge daemon (pid {pid})")
 
-
-if __name__ == "__main__":
-    daemon()

@@ -258,13 +258,14 @@ def test_cli_status_renders_leases_and_exits_3_without_a_daemon(
 ) -> None:
     from click.testing import CliRunner
 
-    from ovsbridge.cli_daemon import daemon, render_status
+    from ovsbridge.cli import main
+    from ovsbridge.cli_daemon import render_status
 
     monkeypatch.setenv("OVSBRIDGE_RUN_DIR", where.run_dir)
     monkeypatch.setenv("OVSBRIDGE_STATE_DIR", where.state_dir)
-    result = CliRunner().invoke(daemon, ["status"])
+    result = CliRunner().invoke(main, ["daemon", "status"])
     assert result.exit_code == 3 and "no ovsbridge daemon is running" in result.output
-    result = CliRunner().invoke(daemon, ["status", "--json"])
+    result = CliRunner().invoke(main, ["daemon", "status", "--json"])
     assert result.exit_code == 3 and '"exit_code": 3' in result.output
 
     text = render_status(
