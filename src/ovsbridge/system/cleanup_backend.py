@@ -45,6 +45,7 @@ class RealCleanupBackend:
     def __init__(self, ovsdb: ovs.Ovs) -> None:
         self.ovs = ovsdb
         self._containers: dict[str, Any] = {}
+        self._held: dict[tuple[str, str], int] = {}  # locks cleanup holds, with their fds
 
     # OVS ----------------------------------------------------------------------------------
     def bridge_exists(self, name: str) -> bool:
@@ -155,6 +156,27 @@ class RealCleanupBackend:
         from ovsbridge.system import locks
 
         return locks.is_free(guest_key, ifname)
+
+    def hold_lock(self, guest_key: str, ifname: str) -> bool:
+        from ovsbridge.system import locks
+
+        if (guest_key, ifname) in self._held:
+            return True
+        fd = locks.try_hold(guest_key, ifname)
+        if fd is None:
+            return False
+        self._held[(guest_key, ifname)] = fd
+        return True
+
+    def release_locks(self) -> None:
+        while self._held:
+            _, fd = self._held.popitem()
+            os.close(fd)
+
+    def link_alias(self, name: str) -> str | None:
+        from ovsbridge.system import netns
+
+        return netns.link_alias(name)
 
     def drop_lease(self, guest_key: str, ifname: str) -> bool:
         import importlib
