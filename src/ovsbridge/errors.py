@@ -89,3 +89,7 @@ class RollbackIncomplete(OperationFailed):
         self.original = original
         if isinstance(original, OvsbridgeError):
             self.exit_code = original.exit_code  # type: ignore[misc]
+
+
+class VswitchdNotApplied(EnvironmentProblem):
+    """OVSDB committed a change but ovs-vswitchd did not apply it in time (exit 5)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from ovsbridge.errors import Conflict, NotFound, OperationFailed
 from ovsbridge.model import Guest, GuestSpec
-from ovsbridge.ops.backend import BridgeInfo, GuestLink, OvsPort, RouteRef
+from ovsbridge.ops.backend import BridgeInfo, GuestLink, NewPort, OvsPort, RouteRef
 
 NETNS = "/proc/4242/ns/net"
 
@@ -78,8 +78,10 @@ class FakeBackend:
     def auto_datapath(self) -> str:
         return "netdev"
 
-    def ports(self, bridge: str | None = None) -> list[OvsPort]:
-        return [p for p in self.w.ports.values() if bridge is None or p.bridge == bridge]
+    def ports(self, bridge: str | None = None,
+              match: dict[str, str] | None = None) -> list[OvsPort]:
+        return [p for p in self.w.ports.values() if (bridge is None or p.bridge == bridge)
+                and all(p.external_ids.get(k) == v for k, v in (match or {}).items())]
 
     def add_port(
         self, bridge: str, port: str, external_ids: dict[str, str], vlan: int | None
@@ -88,6 +90,16 @@ class FakeBackend:
         if port in self.w.ports:
             raise Conflict(f"port {port} exists")
         self.w.ports[port] = OvsPort(bridge, port, 1, "", None, vlan, dict(external_ids))
+
+    def add_ports(self, bridge: str, ports: list[NewPort], pin_mtu: int | None) -> None:
+        self._maybe_fail("add_ports")
+        if bridge not in self.w.bridges:
+            raise NotFound(f'bridge "{bridge}" does not exist')
+        if any(p.name in self.w.ports for p in ports):
+            raise Conflict("port exists")
+        for p in ports:
+            self.w.ports[p.name] = OvsPort(bridge, p.name, 1, "", None, p.vlan,
+                                           dict(p.external_ids))
 
     def del_ports(self, ports: list[str]) -> None:
         for p in ports:

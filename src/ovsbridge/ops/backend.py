@@ -17,6 +17,16 @@ class BridgeInfo:
     name: str
     datapath: str
     mtu: int | None
+    mtu_request: int | None = None  # the MTU pinned on the bridge's own internal port
+
+
+@dataclass(frozen=True)
+class NewPort:
+    """A port for add_ports: its name (= the host device), Interface external_ids, VLAN."""
+
+    name: str
+    external_ids: dict[str, str]
+    vlan: int | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,7 @@ class OvsPort:
     external_ids: dict[str, str] = field(default_factory=dict)
     port_external_ids: dict[str, str] = field(default_factory=dict)
     mac_in_use: str | None = None
+    mtu: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,9 +75,11 @@ class Backend(Protocol):
     def create_bridge(self, name: str, datapath: str) -> None: ...
     def delete_bridge(self, name: str) -> None: ...
     def auto_datapath(self) -> str: ...
-    def ports(self, bridge: str | None = None) -> list[OvsPort]: ...
+    def ports(self, bridge: str | None = None,
+              match: dict[str, str] | None = None) -> list[OvsPort]: ...
     def add_port(self, bridge: str, port: str, external_ids: dict[str, str],
                  vlan: int | None) -> None: ...
+    def add_ports(self, bridge: str, ports: list[NewPort], pin_mtu: int | None) -> None: ...
     def del_ports(self, ports: list[str]) -> None: ...
 
     # links
