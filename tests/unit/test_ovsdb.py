@@ -413,3 +413,19 @@ def test_matching_read_filters_on_the_server(serve: Any) -> None:
         ["interfaces", "includes", ["set", [["uuid", U1]]]]]
     assert bridges[0]["name"] == "br0" and bridges[0]["ports"] == [U2]
     assert ports[0]["name"] == "p1" and ifaces[0]["external_ids"] == {"k": "v"}
+
+
+def test_a_forked_child_does_not_share_the_parents_connection(serve: Any) -> None:
+    import os
+
+    server = serve(answer_selects([]))
+    shared = ovsdb.client(server.target)
+    shared.select("Bridge")
+    pid = os.fork()
+    if pid == 0:  # the child: a fresh connection of its own, the parent's left alone
+        code = 0 if shared._idle == [] and shared.select("Bridge") == [] else 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert shared.select("Bridge") == []  # the parent's connection still works
+    assert server.connections == 2

@@ -417,6 +417,20 @@ _clients: dict[str, OvsdbClient] = {}
 _clients_lock = threading.Lock()
 
 
+def _forget_connections_in_child() -> None:
+    # NOTE: a forked child (the daemon started from a CLI run) shares its parent's sockets;
+    # two processes reading one JSON-RPC stream would steal each other's replies. The
+    # child drops its copies (the parent's stay open) and connects afresh when it needs to.
+    for found in _clients.values():
+        for conn in found._idle:
+            conn.close()
+        found._idle = []
+        found._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_connections_in_child)
+
+
 def client(target: str | None = None) -> OvsdbClient:
     """The process's shared client for TARGET (its connections stay open between calls)."""
     key = target or default_target()
