@@ -91,5 +91,12 @@ class RollbackIncomplete(OperationFailed):
             self.exit_code = original.exit_code  # type: ignore[misc]
 
 
+class WrongDaemon(EnvironmentProblem):
+    """The daemon that answered serves another network namespace or OVSDB than the caller's
+    (the CLI then does the work itself)."""
+
+    kind = "wrong-daemon"
+
+
 class VswitchdNotApplied(EnvironmentProblem):
     """OVSDB committed a change but ovs-vswitchd did not apply it in time (exit 5)."""

@@ -9,13 +9,14 @@ import dataclasses
 import logging
 import socket
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from ovsbridge.errors import NotFound, OperationFailed, OvsbridgeError, VswitchdNotApplied
 from ovsbridge.model import Guest, GuestSpec, IPAddress, IPInterface
 from ovsbridge.ops.backend import BridgeInfo, GuestLink, NewPort, OvsPort, RouteRef
 from ovsbridge.system import docker as docker_adapter
-from ovsbridge.system import netns, ovs, ovsdb
+from ovsbridge.system import locks, netns, ovs, ovsdb
 
 DEFAULT_BRIDGE_MTU = 1500
 log = logging.getLogger(__name__)
@@ -163,6 +164,13 @@ class RealBackend:
         except OvsbridgeError as exc:
             log.warning("could not take %s out of OVSDB again: %s", what, exc.message)
 
+    # serialisation ---------------------------------------------------------------------
+    def guest_lock(self, guest_key: str, ifname: str) -> AbstractContextManager[None]:
+        return locks.guest_lock(guest_key, ifname)
+
+    def try_guest_lock(self, guest_key: str, ifname: str) -> bool:
+        return locks.is_free(guest_key, ifname)
+
     # links ------------------------------------------------------------------------------
     def host_links(self) -> set[str]:
         return netns.link_names()
@@ -173,11 +181,18 @@ class RealBackend:
             return None
         return GuestLink(state.name, state.mac, state.mtu, state.up, state.addresses)
 
-    def create_veth(self, host: str, peer: str, netns_path: str, mtu: int | None) -> None:
-        netns.create_veth(host, peer, netns_path, mtu)
+    def create_veth(self, host: str, peer: str, netns_path: str, mtu: int | None,
+                    alias: str) -> None:
+        netns.create_veth(host, peer, netns_path, mtu, alias)
 
-    def delete_host_link(self, name: str) -> bool:
-        return netns.delete_link(name)
+    def host_link_alias(self, name: str) -> str | None:
+        return netns.link_alias(name)
+
+    def set_host_alias(self, name: str, alias: str) -> None:
+        netns.set_alias(name, alias)
+
+    def delete_host_link(self, name: str, alias: str | None = None) -> bool:
+        return netns.delete_link(name, alias=alias)
 
     def delete_guest_link(self, netns_path: str, ifname: str) -> bool:
         try:
@@ -292,6 +307,7 @@ def ports_of(snap: ovs.Snapshot, bridge: str | None = None,
             external_ids=ids,
             port_external_ids=dict(port.get("external_ids") or {}),
             mac_in_use=ovs.scalar(iface.get("mac_in_use")),
+            uuid=str(port.get("_uuid") or ""),
             mtu=mtu if isinstance(mtu, int) else None,
         ))
     return out
