@@ -39,7 +39,8 @@ def run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
 
 
 def export_tree(ref: str, into: Path) -> str:
-    """The src/ tree of REF (a commit of this repository), for the "before" runs."""
+    """The src/ tree of REF (a commit of this repository) under INTO; its commit id."""
+    into.mkdir(parents=True, exist_ok=True)
     commit = run(["git", "-C", str(ROOT), "rev-parse", ref]).stdout.strip()
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "src"],
                              capture_output=True, check=True).stdout
@@ -103,6 +104,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--counts", default="0,100,1000")
     ap.add_argument("--before", default="main", help="git ref of the 'before' code")
+    ap.add_argument("--after", default="HEAD", help="git ref of the 'after' code")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
                     help="also time the ovsbridge whose package is under DIR (a src/ dir)")
     ap.add_argument("--adapter-iters", type=int, default=30,
@@ -112,8 +114,9 @@ def main() -> int:
     counts = [int(c) for c in args.counts.split(",")]
 
     tmp = Path(tempfile.mkdtemp(prefix="obtgrow-"))
-    before_commit = export_tree(args.before, tmp)
-    after_commit = run(["git", "-C", str(ROOT), "rev-parse", "HEAD"]).stdout.strip()
+    # NOTE: both trees are exported, so editing the worktree during a run changes nothing.
+    before_commit = export_tree(args.before, tmp / "before")
+    after_commit = export_tree(args.after, tmp / "after")
     sim = SimHost()
     names: list[str] = []
     samples: dict[str, dict[int, list[float]]] = {}
@@ -122,7 +125,8 @@ def main() -> int:
         sim.start()
         sim.vsctl("add-br", BRIDGE, "--", "set", "Bridge", BRIDGE, "datapath_type=netdev")
         suffix = sim.suffix
-        variants = [("ovsbridge before", tmp / "src"), ("ovsbridge after", ROOT / "src")]
+        variants = [("ovsbridge before", tmp / "before" / "src"),
+                    ("ovsbridge after", tmp / "after" / "src")]
         variants += [(f"ovsbridge {v.split('=', 1)[0]}", Path(v.split("=", 1)[1]))
                      for v in args.variant]
         names = [f"obtgrow{suffix}{k}" for k in range(len(variants) + 1)]
