@@ -83,7 +83,11 @@ for _ in range(iters):
         backend.ports(match=ids)
     except TypeError:
         [p for p in backend.ports() if all(p.external_ids.get(k) == v for k, v in ids.items())]
-    backend.add_port(bridge, "obtbench1", ids, None)
+    if hasattr(backend, "add_ports"):
+        from ovsbridge.ops.backend import NewPort
+        backend.add_ports(bridge, [NewPort("obtbench1", ids, None)], None)
+    else:
+        backend.add_port(bridge, "obtbench1", ids, None)
     out.append(time.perf_counter() - t0)
     backend.del_ports(["obtbench1"])
 print(json.dumps(out))
