@@ -2,13 +2,16 @@
 """Growth benchmark: static attach latency with 0, 100 and 1,000 extra ports on the bridge.
 
 Builds its own lab (a SimHost from tests/lab: a netns with a private ovsdb-server and
-ovs-vswitchd, netdev datapath) and three Docker containers, then times, interleaved in
-each round, ``ovsbridge attach`` (in-process) of the code at REF ("before") and of this
-tree ("after"), and Debian's ``ovs-docker add-port``; each attach is undone (untimed)
-before the next. The extra ports are added in one ovs-vsctl transaction (ports without a
-device). Prints a table of medians and writes JSON. Run as root on the lab machine:
+ovs-vswitchd, netdev datapath) and one Docker container per tool, then times, interleaved
+in each round, ``ovsbridge attach`` (in-process) of the code at --before and at --after
+(both exported from git, plus any --variant), and Debian's ``ovs-docker add-port``; each
+attach is undone (untimed) before the next. The extra ports are added in one ovs-vsctl
+transaction (ports without a device). Reported: wall time, CPU time of the command and its
+children (on a loaded machine a Python CLI's wall time is mostly waiting for a core), and
+the OVS part alone (bridge read, own-port lookup, add the port; in-process). Prints tables
+of medians and writes JSON. Run as root on the lab machine:
 
-    sudo .venv/bin/python scripts/bench_growth.py --rounds 12 --json /tmp/growth.json
+    .venv/bin/python scripts/bench_growth.py --rounds 20 --json /tmp/growth.json
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -36,6 +40,11 @@ IMAGE = "ovsbridge-test:busybox"
 
 def run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def export_tree(ref: str, into: Path) -> str:
@@ -125,6 +134,7 @@ def main() -> int:
     names: list[str] = []
     samples: dict[str, dict[int, list[float]]] = {}
     adapter: dict[str, dict[int, list[float]]] = {}
+    cpu: dict[str, dict[int, list[float]]] = {}
     try:
         sim.start()
         sim.vsctl("add-br", BRIDGE, "--", "set", "Bridge", BRIDGE, "datapath_type=netdev")
@@ -156,6 +166,7 @@ def main() -> int:
             lambda: ["ip", "netns", "exec", sim.host_ns, "ovs-docker", "del-port",
                      BRIDGE, "eth1", docker_box], ovs_env)
         samples = {tool: {n: [] for n in counts} for tool in tools}
+        cpu.update({tool: {n: [] for n in counts} for tool in tools})
         adapter = {label: {n: [] for n in counts} for label, _ in variants}
         have = 0
         for n in counts:
@@ -170,9 +181,11 @@ def main() -> int:
                 for k, tool in enumerate(order):
                     attach, undo, env = tools[tool]
                     ip = f"198.51.100.{10 + k}/24"
+                    c0 = _children_cpu()
                     t0 = time.perf_counter()
                     proc = run(attach(ip), env=env, timeout=120)
                     elapsed = time.perf_counter() - t0
+                    cpu[tool][n].append(_children_cpu() - c0)
                     if proc.returncode != 0:
                         raise SystemExit(f"{tool} at {n} ports failed: {proc.stderr}")
                     samples[tool][n].append(elapsed)
@@ -193,6 +206,12 @@ def main() -> int:
     for tool, per in medians.items():
         cells = "".join(f"{per[n]:>12.1f}ms" for n in counts)
         print(f"{tool:<18}{cells}{per[counts[-1]] / per[counts[0]]:>8.2f}x")
+    print("\nCPU time of the command and its children (user+sys), less sensitive to load:")
+    cmed = {t: {n: statistics.median(v) * 1000 for n, v in per.items()} for t, per in cpu.items()}
+    print(head)
+    for tool, per in cmed.items():
+        cells = "".join(f"{per[n]:>12.1f}ms" for n in counts)
+        print(f"{tool:<18}{cells}{per[counts[-1]] / per[counts[0]]:>8.2f}x")
     if args.adapter_iters:
         print("\nOVS part of an attach, in-process (bridge read + own-port lookup + add port):")
         amed = {t: {n: statistics.median(v) * 1000 for n, v in per.items()}
@@ -208,6 +227,7 @@ def main() -> int:
         Path(args.json_out).write_text(json.dumps({
             "rounds": args.rounds, "counts": counts, "before": before_commit,
             "after": after_commit, "median_ms": medians, "adapter_median_ms": medians_adapter,
+            "cpu_median_ms": cmed,
             "samples_s": {t: {str(n): v for n, v in per.items()} for t, per in samples.items()},
             "machine": os.uname().nodename,
         }, indent=2))
