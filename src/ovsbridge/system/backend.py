@@ -99,7 +99,9 @@ class RealBackend:
         """Ports (but each bridge's own) with their interface facts.
 
         MATCH: Interface external_ids that must all be equal, filtered by ovsdb-server, so
-        an attach reads only its own rows however many ports the bridge has.
+        an attach reads only its own rows however many ports the bridge has. Never cached:
+        a filtered read decides about one guest, usually under its lock, and must see what
+        the previous holder of that lock wrote.
         """
         if match:
             snap = ovs.Snapshot(*ovsdb.matching_read(self.db, match))
@@ -164,6 +166,9 @@ class RealBackend:
         except OvsbridgeError as exc:
             log.warning("could not take %s out of OVSDB again: %s", what, exc.message)
 
+    def session(self) -> AbstractContextManager[None]:
+        return netns.session()
+
     # serialisation ---------------------------------------------------------------------
     def guest_lock(self, guest_key: str, ifname: str) -> AbstractContextManager[None]:
         return locks.guest_lock(guest_key, ifname)
@@ -188,6 +193,9 @@ class RealBackend:
     def host_link_alias(self, name: str) -> str | None:
         return netns.link_alias(name)
 
+    def host_link_aliases(self) -> dict[str, str]:
+        return netns.link_aliases()
+
     def set_host_alias(self, name: str, alias: str) -> None:
         netns.set_alias(name, alias)
 
@@ -203,9 +211,6 @@ class RealBackend:
     def configure_guest_link(self, netns_path: str, tmp: str, ifname: str, mac: str,
                              mtu: int | None) -> None:
         netns.configure_guest_link(netns_path, tmp, ifname, mac, mtu)
-
-    def set_host_up(self, name: str) -> None:
-        netns.set_up(name)
 
     def disable_tx_offload(self, name: str, netns_path: str | None) -> None:
         netns.disable_tx_offload(name, netns_path)
