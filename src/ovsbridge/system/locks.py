@@ -3,7 +3,8 @@
 A lock is an ``flock`` on a small file in ONE directory for the whole machine,
 ``/run/lock/ovsbridge`` (``OVSBRIDGE_LOCK_DIR`` moves it), named by a hash of the guest key
 and ifname, so the daemon's worker threads, an in-process CLI and a cleanup all see the same
-lock, whichever daemon directories they use: the locks guard the host's kernel objects. The kernel drops a lock when its holder dies, so a SIGKILLed attach never leaves
+lock, whichever daemon directories they use: the locks guard the host's kernel objects.
+The kernel drops a lock when its holder dies, so a SIGKILLed attach never leaves
 a lock behind; lock files themselves are tiny and kept.
 """
 
