@@ -56,3 +56,15 @@ K_ADDRESSES = "ovsbridge.addresses"  # comma-separated, as configured
 K_MODE = "ovsbridge.mode"  # static | dhcp | none
 K_CONFIG = "ovsbridge.config"  # fingerprint of the requested configuration
 K_CREATED_AT = "ovsbridge.created_at"  # unix time, seconds
+
+# Tags other tools write, under the keys they really write (read from their source and from
+# running them: pipework 9ba97f1 and Debian's ovs-docker). pipework sets them on the
+# Interface; ovs-docker too.
+PW_INTERFACE = "pipework.interface"  # the host end of the veth
+PW_BRIDGE = "pipework.bridge"
+PW_CONTAINER_ID = "pipework.containerid"  # full id (docker inspect .ID)
+PW_CONTAINER_NAME = "pipework.containername"  # docker's .Name: with a leading "/"
+PW_NSPID = "pipework.nspid"  # the container's pid when pipework ran
+PW_VLAN = "pipework.vlan"
+OD_CONTAINER_ID = "container_id"  # what the ovs-docker user typed: a name or an id
+OD_CONTAINER_IFACE = "container_iface"  # the interface name inside the container
