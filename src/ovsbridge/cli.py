@@ -115,6 +115,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "teardown-bridge": ("ovsbridge.cli_uplink", "teardown_bridge"),
     "confirm": ("ovsbridge.cli_uplink", "confirm"),
     "daemon": ("ovsbridge.cli_daemon", "daemon"),
+    "pipework": ("ovsbridge.cli_pipework", "pipework"),
 }
 
 
@@ -157,6 +158,7 @@ class OvsbridgeGroup(click.Group):
              **extra: Any) -> Any:
         """Usage errors become one ``error:`` line and exit 2, like every other error."""
         argv = list(sys.argv[1:] if args is None else args)
+        argv = ["pipework", *argv] if os.path.basename(sys.argv[0]) == "pipework" else argv
         try:
             code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:

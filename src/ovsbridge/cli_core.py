@@ -17,6 +17,7 @@ from ovsbridge.model import (
     parse_ifname,
     parse_mac,
 )
+from ovsbridge.pipework_argv import refuse_vlan_in_u_text
 
 
 def _backend() -> Any:
@@ -29,6 +30,7 @@ def _mac_option(value: str | None) -> str | None:
     if value is None:
         return None
     if value.upper().startswith("U:"):
+        refuse_vlan_in_u_text(value)  # pipework's U:TEXT@VLAN is not a MAC
         if len(value) == 2:
             raise BadInput("--mac U: needs text after it", hint="e.g. --mac U:web1")
         return value
