@@ -49,12 +49,15 @@ def need_ovs_docker() -> str:
     return path
 
 
-def pipework(*argv: str, path_prefix: str | None = None,
+def pipework(*argv: str, path_prefix: str | None = None, path: str | None = None,
              timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the real pipework script under dash (its #!/bin/sh) with ARGV."""
+    """Run the real pipework script under dash (its #!/bin/sh) with ARGV; PATH_PREFIX goes
+    before $PATH, PATH replaces it."""
     env = dict(os.environ)
     if path_prefix:
         env["PATH"] = f"{path_prefix}:{env.get('PATH', '')}"
+    if path:
+        env["PATH"] = path
     return subprocess.run(["/bin/sh", str(need_pipework()), *argv], capture_output=True,
                           text=True, timeout=timeout, env=env, check=False)
 
