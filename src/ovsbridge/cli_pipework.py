@@ -99,30 +99,12 @@ def _netns_command(parsed: Any) -> int:
 
 
 def run_attach(fields: dict[str, str]) -> None:
-    """Run the attach FIELDS describe exactly as ``ovsbridge attach`` does.
+    """Run the attach FIELDS describe exactly as ``ovsbridge attach`` does: the one request
+    builder, then attach's own runner (daemon or in-process, same lines, JSON and exit
+    codes)."""
+    from ovsbridge.cli_core import _attach_line, _run_bulk
+    from ovsbridge.request import build_attach_request
 
-    NOTE: until the request builder (request.build_attach_request) and cli_core's runner are
-    on main, this hands the fields to attach's own command function: the same parsing, ops
-    call, output and exit codes as typing ``ovsbridge attach``.
-    """
-    from ovsbridge.cli_core import attach
-
-    ctx = click.get_current_context()
-    unknown = set(fields) - set(FIELD_TO_OPTION)
-    assert not unknown, f"no attach option for {sorted(unknown)}"
-    kwargs: dict[str, Any] = {FIELD_TO_OPTION[k]: v for k, v in fields.items()}
-    for flag in ("create_bridge", "replace"):
-        if flag in kwargs:
-            kwargs[flag] = kwargs[flag] == "true"
-    if "dhcp_timeout" in kwargs:
-        kwargs["dhcp_timeout"] = float(kwargs["dhcp_timeout"])
-    if "default_route" in kwargs:
-        kwargs["no_default_route"] = kwargs.pop("default_route") != "true"
-    if "dns" in kwargs:
-        kwargs["dns"] = kwargs["dns"] == "true"
-    ctx.invoke(attach, **kwargs)  # click fills in the defaults of what the fields leave out
-
-
-FIELD_TO_OPTION = {name: name for name in (
-    "bridge", "guest", "address", "ifname", "mac", "vlan", "mtu", "host_ifname",
-    "create_bridge", "replace", "dhcp_timeout", "hostname", "default_route", "dns")}
+    request = build_attach_request(fields)
+    _run_bulk("attach", {"requests": [request.to_dict()]}, [str(request.guest)], True, False,
+              _attach_line)

@@ -107,6 +107,26 @@ def _echo_word(raw: bytes, out: bytearray) -> bool:
     return False
 
 
+# The identity every host veth end carries in its ifalias: whose it is, and whether the
+# attachment is complete. Links are recognised by it, never by their name alone.
+ALIAS_BUILDING = "building"
+ALIAS_READY = "ready"
+
+
+def link_alias(guest_key: str, ifname: str, state: str) -> str:
+    """``ovsbridge STATE IFNAME GUEST_KEY`` (ifalias holds up to 255 bytes; the key goes
+    last, so a netns name with spaces still parses)."""
+    return f"{OWNER} {state} {ifname} {guest_key}"
+
+
+def parse_link_alias(alias: str | None) -> tuple[str, str, str] | None:
+    """(state, guest key, ifname) from an ifalias written by ``link_alias``, else None."""
+    parts = (alias or "").split(" ", 3)
+    if len(parts) != 4 or parts[0] != OWNER or parts[1] not in (ALIAS_BUILDING, ALIAS_READY):
+        return None
+    return parts[1], parts[3], parts[2]
+
+
 # external_ids written on the OVS Interface of every port ovsbridge creates. Ports are found
 # by these tags, never by parsing names.
 K_OWNER = "ovsbridge.owner"  # always OWNER
@@ -134,3 +154,6 @@ PW_NSPID = "pipework.nspid"  # the container's pid when pipework ran
 PW_VLAN = "pipework.vlan"
 OD_CONTAINER_ID = "container_id"  # what the ovs-docker user typed: a name or an id
 OD_CONTAINER_IFACE = "container_iface"  # the interface name inside the container
+
+
+K_REQUEST = "ovsbridge.request"  # the AttachRequest as asked (JSON), to rebuild it on rollback

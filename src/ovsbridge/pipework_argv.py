@@ -74,14 +74,6 @@ class NetnsCommand:
 Parsed = Attach | Wait | NetnsCommand
 
 
-def refuse_vlan_in_u_text(value: str | None, option: str = "--mac") -> None:
-    """``--mac U:TEXT@VLAN``: pipework's positional form, not a MAC; refuse it with a hint."""
-    if value and value.upper().startswith("U:") and "@" in value:
-        text, _, vlan = value.partition("@")
-        raise BadInput(f'{option} "{value}" mixes a VLAN into the MAC text',
-                       hint=f"give the VLAN on its own: {option} {text} --vlan {vlan}")
-
-
 def parse(argv: list[str] | tuple[str, ...], host: HostFacts) -> Parsed:
     args = list(argv)
     wait = bool(args) and args[0] == "--wait"

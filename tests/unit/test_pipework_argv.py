@@ -6,7 +6,8 @@ import pytest
 
 from ovsbridge import naming
 from ovsbridge.errors import BadInput, NotFound
-from ovsbridge.pipework_argv import Attach, NetnsCommand, Wait, parse, refuse_vlan_in_u_text
+from ovsbridge.pipework_argv import Attach, NetnsCommand, Wait, parse
+from ovsbridge.request import build_attach_request
 
 
 class Host:
@@ -93,8 +94,17 @@ def test_refusals_name_the_alternative(argv: list[str], words: str) -> None:
     assert info.value.exit_code == 2
 
 
+def test_fields_build_through_the_one_request_builder() -> None:
+    got = attach("ovsnew", "-i", "eth2", "-l", "vhost1", "web1", "198.51.100.5/24@203.0.113.1",
+                 "U:web 1@20")
+    request = build_attach_request(got.fields)
+    assert (request.bridge, request.ifname, request.host_ifname, request.vlan, request.mac,
+            request.create_bridge) == ("ovsnew", "eth2", "vhost1", 20,
+                                       naming.pipework_mac("web 1"), True)
+
+
 def test_mac_option_refuses_u_text_with_vlan() -> None:
     with pytest.raises(BadInput) as info:
-        refuse_vlan_in_u_text("U:web1@10")
-    assert info.value.hint == "give the VLAN on its own: --mac U:web1 --vlan 10"
-    refuse_vlan_in_u_text("U:web1")
+        build_attach_request({"bridge": "ovsbr0", "guest": "web1", "address": "dhcp",
+                              "mac": "U:web1@10"})
+    assert "--vlan" in (info.value.hint or "") and info.value.exit_code == 2
