@@ -116,6 +116,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "confirm": ("ovsbridge.cli_uplink", "confirm"),
     "daemon": ("ovsbridge.cli_daemon", "daemon"),
     "pipework": ("ovsbridge.cli_pipework", "pipework"),
+    "adopt": ("ovsbridge.cli_adopt", "adopt"),
 }
 
 

@@ -28,6 +28,8 @@ box_maker = private_docker.box_maker
 def _docker_host(private_dockerd: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     host: str = private_dockerd.host
     monkeypatch.setenv("DOCKER_HOST", host)
+    # NOTE: in-process: a session daemon started by another module talks to another dockerd
+    monkeypatch.setenv("OVSBRIDGE_NO_DAEMON", "1")
     return host
 
 

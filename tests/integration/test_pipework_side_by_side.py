@@ -68,7 +68,9 @@ class Box:
 
 
 @pytest.fixture(autouse=True)
-def _docker_host(private_dockerd: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+def _docker_host(private_dockerd: Any, monkeypatch: pytest.MonkeyPatch, home: Any) -> str:
+    """DOCKER_HOST: the private dockerd; a private daemon home per test, so the daemon a
+    DHCP attach starts talks to this dockerd too."""
     host: str = private_dockerd.host
     monkeypatch.setenv("DOCKER_HOST", host)
     return host
@@ -272,7 +274,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_same_result_as_the_real_pipework(name, bridge, boxes, host_tools, busybox_image,
-                                          private_dockerd, dhcp_server, ovsbridge, home):
+                                          private_dockerd, dhcp_server, ovsbridge):
     need_pipework()
     case = CASES[name]
     if case.dhcp:
@@ -292,7 +294,7 @@ def test_host_interface_name_with_l(bridge, boxes, host_tools, private_dockerd, 
     assert ours == theirs and ours["host_port"] == case.before[1]
 
 
-def test_the_blog_posts_dhcp_line(bridge, busybox_image, private_dockerd, dhcp_server, home):
+def test_the_blog_posts_dhcp_line(bridge, busybox_image, private_dockerd, dhcp_server):
     """``pipework ovsbr0 $(docker run -d --net=none IMAGE) dhcp``, verbatim, both ways."""
     need_pipework()
     server = dhcp_server(bridge, router="198.51.100.1")
