@@ -117,6 +117,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "daemon": ("ovsbridge.cli_daemon", "daemon"),
     "pipework": ("ovsbridge.cli_pipework", "pipework"),
     "adopt": ("ovsbridge.cli_adopt", "adopt"),
+    "doctor": ("ovsbridge.cli_doctor", "doctor"),
 }
 
 
