@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -346,8 +347,6 @@ def test_route_in_the_guest(bridge, boxes, host_tools, private_dockerd, ovsbridg
 
 
 def ovsbridge_cli_line() -> str:
-    import sys
-
     return f"{sys.executable} -m ovsbridge"
 
 
@@ -361,3 +360,52 @@ def test_json_of_pipework_is_attachs(bridge, boxes, ovsbridge):
         "attached", 5, ["198.51.100.12/24@198.51.100.1"])
     assert ovsbridge_cli("attach", bridge, box.name, "198.51.100.13/24",
                          "--mac", "U:j@5").returncode == 2
+
+
+def test_through_a_symlink_named_pipework_old_scripts_run_unchanged(
+    bridge, boxes, host_tools, private_dockerd, tmp_path
+):
+    """``ln -s $(command -v ovsbridge) /usr/local/bin/pipework``: argv[0] decides."""
+    need_pipework()
+    venv_entry = Path(sys.executable).parent / "ovsbridge"  # this checkout's, not another
+    entry = str(venv_entry) if venv_entry.exists() else shutil.which("ovsbridge")
+    assert entry, "no ovsbridge entry point"
+    link = tmp_path / "pipework"
+    link.symlink_to(entry)
+    case = Case(("-i", "eth3"), ("198.51.100.10/24@198.51.100.1", "U:via symlink@25"))
+    theirs, ours = boxes(), boxes()
+    assert pipework(bridge, *case.before, theirs.name, *case.after).returncode == 0
+    before = state(theirs, "eth3", mac=True)
+    remove_all(private_dockerd, [theirs.id])
+    done = subprocess.run([str(link), bridge, *case.before, ours.name, *case.after],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("attached: ")
+    after = state(ours, "eth3", mac=True)
+    before.pop("host_port")
+    after.pop("host_port")
+    assert after == before
+    refused = subprocess.run([str(link), "br0", ours.name, "dhcp"], capture_output=True,
+                             text=True, timeout=60, check=False)
+    assert refused.returncode == 2 and "Linux bridge" in refused.stderr
+    waited = subprocess.run([str(link), "--wait", "-i", "lo"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert waited.returncode == 0
+
+
+def test_a_missing_ovs_bridge_is_created_with_the_datapath_this_host_has(
+    boxes, ovsbridge, names, request
+):
+    from ovsbridge.system.ovs import auto_datapath
+
+    name = "ovs" + names("")[3:]  # pipework creates a missing bridge named ovs*
+    request.addfinalizer(lambda: subprocess.run(["ovs-vsctl", "--if-exists", "del-br", name],
+                                                capture_output=True, check=False))
+    box = boxes()
+    done = ovsbridge("pipework", name, box.name, "198.51.100.14/24")
+    assert done.returncode == 0, done.stderr
+    datapath = subprocess.run(["ovs-vsctl", "get", "Bridge", name, "datapath_type"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    assert datapath.strip('"') == auto_datapath()
+    assert " 198.51.100.14/24 " in ip_in(box.pid, "-o", "addr", "show", "dev", "eth1")
+    assert ovsbridge("detach", box.name).returncode == 0
