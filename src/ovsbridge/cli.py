@@ -118,6 +118,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "pipework": ("ovsbridge.cli_pipework", "pipework"),
     "adopt": ("ovsbridge.cli_adopt", "adopt"),
     "doctor": ("ovsbridge.cli_doctor", "doctor"),
+    "completion": ("ovsbridge.cli_complete", "completion"),
 }
 
 
@@ -136,6 +137,8 @@ class OvsbridgeGroup(click.Group):
         module_name, attr = LAZY_COMMANDS[cmd_name]
         command = getattr(importlib.import_module(module_name), attr)
         assert isinstance(command, click.Command)
+        if os.environ.get("_OVSBRIDGE_COMPLETE"):  # only while completing: keep start-up cheap
+            importlib.import_module("ovsbridge.cli_complete").add_completion(command)
         return command
 
     def invoke(self, ctx: click.Context) -> Any:

@@ -26,9 +26,15 @@ Examples (the same lines pipework takes):
 """
 
 
+def _complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> Any:
+    from ovsbridge.cli_complete import complete_pipework
+
+    return complete_pipework(ctx, param, incomplete)
+
+
 @click.command(context_settings={"ignore_unknown_options": True,
                                  "allow_interspersed_args": False}, epilog=EPILOG)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, shell_complete=_complete)
 def pipework(args: tuple[str, ...]) -> None:
     """pipework's command line for OVS bridges, run by ovsbridge.
 
@@ -63,7 +69,7 @@ def pipework(args: tuple[str, ...]) -> None:
     if parsed.client in ("dhcp", "udhcpc", "dhcpcd") and "hostname" not in fields:
         fields["hostname"] = parsed.guest  # pipework sends -x hostname:GUESTNAME
     for note in parsed.notes:
-        click.echo(f"note: {note}", err=True)
+        app().render.note(f"note: {note}")
     run_attach(fields)
 
 
