@@ -137,6 +137,7 @@ class OvsbridgeGroup(click.Group):
         module_name, attr = LAZY_COMMANDS[cmd_name]
         command = getattr(importlib.import_module(module_name), attr)
         assert isinstance(command, click.Command)
+        importlib.import_module("ovsbridge.cli_examples").add_examples(cmd_name, command)
         if os.environ.get("_OVSBRIDGE_COMPLETE"):  # only while completing: keep start-up cheap
             importlib.import_module("ovsbridge.cli_complete").add_completion(command)
         return command
