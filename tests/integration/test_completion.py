@@ -7,8 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from lab.daemon_home import home
 
 pytestmark = pytest.mark.lab
+__all__ = ["home"]  # attach may start a daemon: a private home, stopped after the test
 
 
 def complete(*words: str) -> list[str]:
@@ -45,7 +47,8 @@ def on_a_terminal(command: str, env: dict[str, str]) -> str:
     return done.stdout
 
 
-def test_colour_on_a_terminal_none_with_no_color_or_piped(bridge, make_container, ovsbridge):
+def test_colour_on_a_terminal_none_with_no_color_or_piped(bridge, make_container, ovsbridge,
+                                                           home):
     box = make_container()
     assert ovsbridge("attach", bridge, box.name, "198.51.100.44/24").returncode == 0
     command = f"{sys.executable} -m ovsbridge ps {bridge}"

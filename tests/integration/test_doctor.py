@@ -78,3 +78,36 @@ def test_ovs_unreachable_fails_with_the_fix(ovsbridge, tmp_path, home):
     assert ovs["status"] == "fail" and "cannot reach OVS" in ovs["message"]
     assert "start Open vSwitch" in ovs["fix"]
     assert report["ok"] is False and report["counts"]["fail"] >= 1
+
+
+@pytest.fixture
+def static_simhost(lab_session: Any) -> Any:
+    """A simulated host (tests/lab/simhost.py) with eth0 configured statically."""
+    from lab.simhost import SimHost
+
+    sim = SimHost()
+    for name in (sim.host_ns, sim.router_ns):
+        lab_session.claim(name)
+    sim.start()
+    try:
+        sim.configure_static()
+        yield sim
+    finally:
+        sim.stop()
+
+
+def test_uplink_after_setup_bridge_ok_then_down_fails(static_simhost):
+    sim = static_simhost
+    setup = sim.ovsbridge("setup-bridge", "eth0", "--yes", "--confirm-timeout", "30")
+    assert setup.returncode == 0, setup.stderr
+    done = sim.ovsbridge("doctor", "--bridge", "ovsbr0", "--json")
+    report = json.loads(done.stdout)
+    uplink = by_name(report)["uplink"][0]
+    assert (uplink["status"], uplink["subject"]) == ("ok", "ovsbr0"), uplink
+    assert "198.51.100.10/24" in uplink["message"]
+    sim.run_in_host(["ip", "link", "set", "eth0", "down"], check=True)
+    done = sim.ovsbridge("doctor", "--bridge", "ovsbr0", "--json")
+    assert done.returncode == 1
+    uplink = by_name(json.loads(done.stdout))["uplink"][0]
+    assert uplink["status"] == "fail" and "down" in uplink["message"]
+    assert "ip link set eth0 up" in uplink["fix"]
