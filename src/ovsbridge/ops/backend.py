@@ -86,6 +86,10 @@ class Backend(Protocol):
         ...
     def del_ports(self, ports: list[str]) -> None: ...
 
+    def session(self) -> AbstractContextManager[None]:
+        """Within it, this thread may reuse its connections (netlink sockets per netns)."""
+        ...
+
     # serialisation: one operation at a time per guest interface, across processes
     def guest_lock(self, guest_key: str, ifname: str) -> AbstractContextManager[None]: ...
     def try_guest_lock(self, guest_key: str, ifname: str) -> bool:
@@ -98,6 +102,9 @@ class Backend(Protocol):
     def create_veth(self, host: str, peer: str, netns_path: str, mtu: int | None,
                     alias: str) -> None:
         """A veth pair, HOST here carrying ALIAS (its identity), PEER in the netns."""
+        ...
+    def host_link_aliases(self) -> dict[str, str]:
+        """Every host link's name and identity (ifalias, "" when it has none)."""
         ...
     def host_link_alias(self, name: str) -> str | None:
         """The identity (ifalias) of host link NAME: "" when it has none, None if absent."""
