@@ -191,6 +191,15 @@ def state(box: Box, ifname: str, *, mac: bool, lease: bool = True) -> dict[str, 
             "host_port": host_port}
 
 
+def wait_gone(link: str, timeout: float = 30) -> None:
+    """Until LINK left the host: the kernel frees a removed container's netns (and so its
+    veth) a moment after docker rm returns; the same MAC on two live links fails DAD."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/sys/class/net/{link}").exists():
+        assert time.monotonic() < deadline, f"{link} outlived its container"
+        time.sleep(0.05)
+
+
 def _host_link_name(index: int) -> str:
     out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
                          check=True).stdout
@@ -243,6 +252,7 @@ def run_both(case: Case, bridge: str, boxes: Callable[[], Box], tools: dict[str,
         wait_for_address(theirs, case.ifname, "inet6")
     before = state(theirs, case.ifname, mac=case.fixed_mac, lease=case.fixed_mac or not case.dhcp)
     remove_all(dockerd, [theirs.id])
+    wait_gone(before["host_port"])
     cleaned = ovsbridge("cleanup", "--bridge", bridge, "--json")
     assert cleaned.returncode == 0, cleaned.stderr
     mine = ovsbridge("pipework", bridge, *case.before, ours.name, *case.after)
@@ -377,6 +387,7 @@ def test_through_a_symlink_named_pipework_old_scripts_run_unchanged(
     assert pipework(bridge, *case.before, theirs.name, *case.after).returncode == 0
     before = state(theirs, "eth3", mac=True)
     remove_all(private_dockerd, [theirs.id])
+    wait_gone(before["host_port"])
     done = subprocess.run([str(link), bridge, *case.before, ours.name, *case.after],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
