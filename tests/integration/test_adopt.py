@@ -81,6 +81,10 @@ def test_adopt_static_ports_keeps_the_guest_and_hands_them_to_ps_and_detach(
     assert tx_checksum(pw_port) == "on"  # pipework leaves it on: TCP/UDP break on netdev
 
     result = json_of(ovsbridge("adopt", bridge, "--json"))
+    assert set(result) == {"adopted", "skipped"}
+    for entry in (*result["adopted"], *result["skipped"]):
+        assert set(entry) == {"bridge", "port", "owner", "container", "container_id", "ifname",
+                              "mac", "addresses", "vlan", "mode", "action", "reason", "notes"}
     adopted = {e["port"]: e for e in result["adopted"]}
     assert set(adopted) == {pw_port, od_port}
     assert [e["port"] for e in result["skipped"]] == [dead_port]

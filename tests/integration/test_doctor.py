@@ -40,6 +40,10 @@ def test_all_ok_on_the_lab_with_a_dhcp_probe_that_leases_nothing(
     daemon_client.ensure_running(home.paths)
     code, report = doctor(ovsbridge, "--bridge", bridge, "--dhcp-probe")
     assert code == 0
+    assert set(report) == {"ok", "counts", "checks"} and report["ok"] is True
+    assert set(report["counts"]) == {"ok", "warning", "fail"}
+    assert all(set(c) == {"check", "status", "message", "fix", "subject"}
+               for c in report["checks"])
     assert [c for c in report["checks"] if c["status"] != "ok"] == []
     assert set(by_name(report)) == {"root", "ovs", "datapath", "docker", "daemon", "offload",
                                     "mtu", "stale-ports", "dhcp"}
