@@ -420,3 +420,36 @@ def test_a_missing_ovs_bridge_is_created_with_the_datapath_this_host_has(
     assert datapath.strip('"') == auto_datapath()
     assert " 198.51.100.14/24 " in ip_in(box.pid, "-o", "addr", "show", "dev", "eth1")
     assert ovsbridge("detach", box.name).returncode == 0
+
+
+def test_rule_and_tc_in_the_guest_like_pipework(bridge, boxes, ovsbridge):
+    need_pipework()
+    box = boxes()
+    assert ovsbridge("pipework", bridge, box.name, "198.51.100.15/24").returncode == 0
+    for argv in (("rule", box.name, "show"), ("tc", box.name, "qdisc", "show", "dev", "eth1")):
+        theirs, ours = pipework(*argv), ovsbridge("pipework", *argv)
+        assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout)
+        assert ours.stdout
+    added = ovsbridge("pipework", "rule", box.name, "add", "from", "198.51.100.15",
+                      "table", "100")
+    assert added.returncode == 0, added.stderr
+    assert "lookup 100" in ip_in(box.pid, "rule", "show")
+
+
+def test_a_pid_guest(bridge, ovsbridge):
+    """pipework takes a pid where Docker knows no such container."""
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "300"])
+    try:
+        host = os.stat("/proc/self/ns/net").st_ino
+        deadline = time.monotonic() + 10
+        while os.stat(f"/proc/{holder.pid}/ns/net").st_ino == host:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        done = ovsbridge("--json", "pipework", bridge, str(holder.pid), "198.51.100.16/24")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["container"] == f"pid:{holder.pid}"
+        assert " 198.51.100.16/24 " in ip_in(holder.pid, "-o", "addr", "show", "dev", "eth1")
+        assert ovsbridge("detach", f"pid:{holder.pid}").returncode == 0
+    finally:
+        holder.kill()
+        holder.wait()
