@@ -149,7 +149,7 @@ class RealDoctorFacts:
             if info is not None and info.datapath == "netdev":
                 netns.disable_tx_offload(host, None)
                 netns.disable_tx_offload("eth0", path)
-            netns.set_up(host)
+            # NOTE: create_veth brings the host end up
             self.ovs.transact(*ovs.add_port_cmds(bridge, host, {"ovsbridge.role": PROBE_ROLE},
                                                  None))
             added = True
@@ -167,15 +167,17 @@ class RealDoctorFacts:
 
 
 def tx_checksum_on(name: str) -> bool | None:
-    """Is any TX checksum offload feature on for NAME (root netns)? None: cannot tell."""
-    from pyroute2.ethtool import Ethtool
+    """Is TX checksum offload on for NAME (root netns)? None: cannot tell.
+
+    NOTE: the same legacy ETHTOOL_GTXCSUM ioctl netns.disable_tx_offload reads first.
+    """
+    import socket
 
     try:
-        with Ethtool() as eth:
-            features = eth.get_features(name).features
-    except Exception:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            return bool(netns._ethtool_value(sock, name, netns._ETHTOOL_GTXCSUM))
+    except OSError:
         return None
-    return any(features[key].enable for key in netns._TX_CSUM if key in features)
 
 
 def _read(path: str) -> str:
