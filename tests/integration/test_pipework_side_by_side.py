@@ -191,13 +191,18 @@ def state(box: Box, ifname: str, *, mac: bool, lease: bool = True) -> dict[str, 
             "host_port": host_port}
 
 
-def wait_gone(link: str, timeout: float = 30) -> None:
-    """Until LINK left the host: the kernel frees a removed container's netns (and so its
-    veth) a moment after docker rm returns; the same MAC on two live links fails DAD."""
-    deadline = time.monotonic() + timeout
-    while Path(f"/sys/class/net/{link}").exists():
-        assert time.monotonic() < deadline, f"{link} outlived its container"
-        time.sleep(0.05)
+def off_the_bridge(ovsbridge: Any, bridge: str, port: str) -> None:
+    """Take the removed container's port off BRIDGE (``ovsbridge cleanup``: its container is
+    gone), so a second link with the same MAC never meets it on the LAN (DAD).
+
+    NOTE: the kernel frees a removed container's netns, and so its veth, asynchronously (it
+    can take many seconds on a busy machine); the port must go from the bridge regardless.
+    """
+    cleaned = ovsbridge("cleanup", "--bridge", bridge, "--json")
+    assert cleaned.returncode == 0, cleaned.stderr
+    out = subprocess.run(["ovs-vsctl", "list-ports", bridge], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert port not in out, f"cleanup kept {port}: {cleaned.stdout}"
 
 
 def _host_link_name(index: int) -> str:
@@ -252,9 +257,7 @@ def run_both(case: Case, bridge: str, boxes: Callable[[], Box], tools: dict[str,
         wait_for_address(theirs, case.ifname, "inet6")
     before = state(theirs, case.ifname, mac=case.fixed_mac, lease=case.fixed_mac or not case.dhcp)
     remove_all(dockerd, [theirs.id])
-    wait_gone(before["host_port"])
-    cleaned = ovsbridge("cleanup", "--bridge", bridge, "--json")
-    assert cleaned.returncode == 0, cleaned.stderr
+    off_the_bridge(ovsbridge, bridge, before["host_port"])
     mine = ovsbridge("pipework", bridge, *case.before, ours.name, *case.after)
     assert mine.returncode == 0, f"ovsbridge pipework failed: {mine.stderr}"
     if "6" in case.before:
@@ -387,7 +390,7 @@ def test_through_a_symlink_named_pipework_old_scripts_run_unchanged(
     assert pipework(bridge, *case.before, theirs.name, *case.after).returncode == 0
     before = state(theirs, "eth3", mac=True)
     remove_all(private_dockerd, [theirs.id])
-    wait_gone(before["host_port"])
+    off_the_bridge(ovsbridge_cli, bridge, before["host_port"])
     done = subprocess.run([str(link), bridge, *case.before, ours.name, *case.after],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
