@@ -228,6 +228,18 @@ def set_alias(name: str, alias: str, netns_path: str | None = None) -> None:
         raise _translate(exc, f"cannot set the identity of {name}") from exc
 
 
+def set_up(name: str, netns_path: str | None = None) -> None:
+    try:
+        with _ipr(netns_path) as ipr:
+            index = _index(ipr, name)
+            if index is None:
+                raise NotFound(f"interface {name} does not exist")
+            log.debug("netlink: set %s up", name)
+            ipr.link("set", index=index, state="up")
+    except NetlinkError as exc:
+        raise _translate(exc, f"cannot bring {name} up") from exc
+
+
 def delete_link(name: str, netns_path: str | None = None, alias: str | None = None) -> bool:
     """Delete link NAME; True if it existed. Succeeds when it is already gone.
 
@@ -348,6 +360,19 @@ def _ethtool_value(sock: socket.socket, name: str, cmd: int, data: int = 0) -> i
     ifreq = struct.pack("16sP", name.encode(), ctypes.addressof(value)).ljust(40, b"\0")
     fcntl.ioctl(sock.fileno(), _SIOCETHTOOL, ifreq)
     return int(struct.unpack("II", value.raw[:8])[1])
+
+
+def tx_checksum_on(name: str, netns_path: str | None = None) -> bool:
+    """Is TX checksum offload on for NAME (``ethtool -k``'s tx-checksumming)?"""
+
+    def body() -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            return bool(_ethtool_value(sock, name, _ETHTOOL_GTXCSUM))
+
+    try:
+        return in_netns(netns_path, body)
+    except OSError as exc:
+        raise OperationFailed(f"cannot read TX checksum offload of {name}: {exc}") from exc
 
 
 def disable_tx_offload(name: str, netns_path: str | None = None) -> None:
