@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+if __name__ == "__main__":  # run as a script (scripts/demo.sh): make ``lab`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from lab.simhost import SCHEMA, _read_pid, _run, kill_pid
 
 PREFIX = "obt"
@@ -396,8 +399,8 @@ class OvnLab:
         _run(["ip", "-n", ns, "addr", "add", f"{hv.ip}/{UNDERLAY_PREFIX}", "dev", "br-ul"])
         _run(["ip", "-n", ns, "link", "set", "ovsbr0", "up"])
         wait_for(f"{hv.name} to reach the central",
-                 lambda: hv.run("busybox", "ping", "-c1", "-W1", CENTRAL_IP, check=False).returncode == 0,
-                 timeout=20)
+                 lambda: hv.run("busybox", "ping", "-c1", "-W1", CENTRAL_IP,
+                                check=False).returncode == 0, timeout=20)
 
     # ----- the LAN's DHCP server -----------------------------------------------------
     @property
@@ -463,3 +466,75 @@ class OvnLab:
             self._netns_made.remove(ns)
         if self.tmpdir is not None and self.tmpdir.exists():
             shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    # ----- shell round trip (scripts/demo.sh, manual exploring) -------------------------
+    def facts(self) -> dict[str, Any]:
+        assert self.central is not None
+        return {
+            "suffix": self.suffix,
+            "tmpdir": str(self.tmpdir),
+            "netns": list(self._netns_made),
+            "nb": self.central.nb,
+            "sb": self.central.sb,
+            "central_ns": self.central.ns,
+            "central_dir": str(self.central.dir),
+            "lan_ns": self.lan_ns,
+            "lan_router": LAN_ROUTER,
+            "pids": dict(self.pids),
+            "hosts": [{"name": hv.name, "ns": hv.ns, "dir": str(hv.dir), "db": hv.db,
+                       "ip": hv.ip, "env": {k: v for k, v in hv.env().items()
+                                            if k.startswith(("OVSBRIDGE_", "OVS_", "OVN_"))}}
+                      for hv in self.hvs],
+        }
+
+    @classmethod
+    def from_facts(cls, facts: dict[str, Any]) -> OvnLab:
+        lab = cls(hosts=len(facts["hosts"]), suffix=facts["suffix"],
+                  tmpdir=Path(facts["tmpdir"]), lan_ns=facts["lan_ns"])
+        lab._netns_made = list(facts["netns"])
+        lab.pids = {k: int(v) for k, v in facts["pids"].items()}
+        central = Central(facts["central_ns"], Path(facts["central_dir"]))
+        central.pidfiles = {n: central.dir / f"{n}.pid"
+                            for n in ("ovsdb-nb", "ovsdb-sb", "ovn-northd")}
+        lab.central = central
+        for index, host in enumerate(facts["hosts"], 1):
+            hv = Hypervisor(host["ns"], Path(host["dir"]), index=index, nb=facts["nb"])
+            hv.pidfiles = {n: hv.dir / f"{n}.pid" for n in ("ovsdb-server", "ovs-vswitchd")}
+            lab.hvs.append(hv)
+        return lab
+
+
+def _cli(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="ovn.py", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="build the OVN lab; print its facts as JSON")
+    up.add_argument("--state", required=True, help="where to write what 'down' needs")
+    up.add_argument("--hosts", type=int, default=3)
+    down = sub.add_parser("down", help="remove an OVN lab built by 'up'")
+    down.add_argument("--state", required=True)
+    args = parser.parse_args(argv)
+    state = Path(args.state)
+    if args.command == "up":
+        lab = OvnLab(hosts=args.hosts).start()
+        try:
+            # NOTE: dnsmasq outlives this short-lived process; 'down' stops it by its PID.
+            lab._popens.clear()
+            facts = lab.facts()
+            state.write_text(json.dumps(facts, indent=2) + "\n")
+        except BaseException:
+            lab.stop()
+            raise
+        print(json.dumps(facts, indent=2))
+        return 0
+    lab = OvnLab.from_facts(json.loads(state.read_text()))
+    for pid in lab.pids.values():
+        kill_pid(pid)
+    lab.stop()
+    state.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_cli())
