@@ -60,12 +60,16 @@ def _mac_option(value: str | None) -> str | None:
               help="With dhcp: do not replace the guest's default route.")
 @click.option("--dns/--no-dns", default=True, show_default=True,
               help="With dhcp: write the lease's DNS servers into the container's resolv.conf.")
+@click.option("--ovn-switch", metavar="NAME",
+              help="OVN: create a logical port on switch NAME and bind it here (BRIDGE is "
+                   "br-int).")
+@click.option("--ovn-port", metavar="LSP", help="OVN: bind the existing logical port LSP.")
 @json_option
 @require_root
 def attach(bridge: str, guest: str, address: str, ifname: str, mac: str | None,
            vlan: str | None, mtu: str | None, host_ifname: str | None, create_bridge: bool,
            replace: bool, dhcp_timeout: float, hostname: str | None, no_default_route: bool,
-           dns: bool) -> None:
+           dns: bool, ovn_switch: str | None, ovn_port: str | None) -> None:
     """Give GUEST an interface on the OVS bridge BRIDGE.
 
     \b
@@ -93,6 +97,8 @@ def attach(bridge: str, guest: str, address: str, ifname: str, mac: str | None,
         hostname=hostname,
         default_route=not no_default_route,
         dns=dns,
+        ovn_switch=ovn_switch,
+        ovn_port=ovn_port,
     )
     from ovsbridge.ops.attach import attach as do_attach
 

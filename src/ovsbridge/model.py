@@ -244,6 +244,8 @@ class AttachRequest:
     hostname: str | None = None
     default_route: bool = True
     dns: bool = True
+    ovn_switch: str | None = None  # OVN: logical switch to create the port on
+    ovn_port: str | None = None  # OVN: an existing logical port to bind
 
 
 @dataclass(frozen=True)

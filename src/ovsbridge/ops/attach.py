@@ -17,6 +17,7 @@ from typing import Any
 from ovsbridge import naming
 from ovsbridge.errors import Conflict, NotFound, OvsbridgeError
 from ovsbridge.model import AttachRequest, Guest, GuestSpec, StaticAddress
+from ovsbridge.ops import ovn as ovn_ops
 from ovsbridge.ops.backend import Backend, OvsPort
 from ovsbridge.ops.undo import UndoStack
 
@@ -69,6 +70,8 @@ def _fingerprint(req: AttachRequest, mac: str, mtu: int | None) -> str:
         "bridge": req.bridge, "plan": str(req.plan), "mac": mac, "vlan": req.vlan,
         "mtu": mtu, "host_ifname": req.host_ifname,
     }
+    if req.ovn_switch or req.ovn_port:
+        config.update(ovn_switch=req.ovn_switch, ovn_port=req.ovn_port)
     if req.plan.mode == "dhcp":
         config.update(hostname=req.hostname, default_route=req.default_route, dns=req.dns)
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
@@ -140,6 +143,8 @@ def attach(backend: Backend, req: AttachRequest) -> AttachResult:
             raise Conflict(f"{_describe(guest)} already has an interface named {req.ifname}",
                            hint="pick another --ifname")
 
+        ovn = ovn_ops.attach_prepare(backend, req, guest, mac, undo)
+        mac = ovn.mac if ovn else mac
         peer = naming.peer_tmp_ifname(host_name)
         backend.create_veth(host_name, peer, guest.netns_path, mtu)
         undo.push(f"delete veth {host_name}", lambda: backend.delete_host_link(host_name))
@@ -156,9 +161,12 @@ def attach(backend: Backend, req: AttachRequest) -> AttachResult:
 
         addresses = tuple(str(s) for s in req.plan.statics)
         ids = _external_ids(guest, req, mac, mtu, fingerprint, addresses)
+        ids.update(ovn.external_ids() if ovn else {})
         backend.add_port(req.bridge, host_name, ids, req.vlan)
         undo.push(f"delete port {host_name}", lambda: backend.del_ports([host_name]))
         undo.step_done("port")
+        if ovn:
+            ovn_ops.attach_bound(backend, ovn, host_name, undo)
 
         lease_json: dict[str, Any] | None = None
         if req.plan.mode == "static":
@@ -288,6 +296,8 @@ def _remove_attachment(backend: Backend, port: OvsPort, guest: Guest | None) -> 
         backend.delete_guest_link(guest.netns_path, ifname)
     backend.del_ports([port.port])
     backend.delete_host_link(port.port)
+    if ids.get(ovn_ops.K_OVN_PORT):
+        ovn_ops.detach_release(backend, ids)
 
 
 def detach(backend: Backend, spec: GuestSpec, ifname: str | None,

@@ -708,3 +708,80 @@ def _address_of(lsp: dict[str, Any]) -> str | None:
         except ValueError:
             continue
     return None
+
+
+# ----- hooks called by ops/attach.py (the few lines there) ----------------------------
+class OvnSide(Protocol):
+    """What attach/detach need of OVN, from ``Backend.ovn()`` (system/ovn.py RealOvnSide)."""
+
+    chassis: Chassis
+
+    def northbound(self) -> Northbound: ...
+    def southbound(self) -> Southbound: ...
+
+
+def _local(side: OvnSide) -> tuple[str, str]:
+    """(system-id, integration bridge) of this chassis; EnvironmentProblem if not joined."""
+    ids = side.chassis.ovs_external_ids()
+    system_id = ids.get("system-id")
+    if not system_id or not ids.get("ovn-remote"):
+        raise EnvironmentProblem("this host is not an OVN chassis",
+                                 hint="join first: ovsbridge ovn join --central tcp:HOST:6642")
+    return system_id, ids.get("ovn-bridge") or INTEGRATION_BRIDGE
+
+
+def attach_prepare(backend: Any, req: Any, guest: Any, mac: str,
+                   undo: UndoStack) -> OvnAttachment | None:
+    """Before the veth exists: validate, find or create the logical port. None without OVN."""
+    switch = getattr(req, "ovn_switch", None)
+    port = getattr(req, "ovn_port", None)
+    if switch is None and port is None:
+        return None
+    if switch is not None:
+        parse_name(switch, "--ovn-switch")
+    if port is not None:
+        parse_name(port, "--ovn-port")
+    side: OvnSide = backend.ovn()
+    system_id, integration = _local(side)
+    if req.bridge != integration:
+        raise BadInput(f'an OVN attachment goes on the integration bridge "{integration}", '
+                       f'not "{req.bridge}"', hint=f"attach {integration} GUEST ADDRESS ...")
+    if req.vlan is not None:
+        raise BadInput("--vlan does not apply to an OVN port",
+                       hint="put the VLAN on the switch: ovn switch create --localnet "
+                            "NET --vlan N")
+    nb = side.northbound()
+    if switch is not None and req.plan.mode == "dhcp":
+        sw = nb.switch(switch)
+        if sw is not None and not sw["dhcp"] and not any(
+                p["type"] == "localnet" for p in sw["ports"]):
+            raise BadInput(f'logical switch "{switch}" has no DHCP server',
+                           hint="create it with --dhcp (OVN's DHCP) or --localnet (the LAN's)")
+    statics = [str(s) for s in req.plan.statics]
+    return prepare_port(nb, side.southbound(), undo, chassis_name=system_id, switch=switch,
+                        port=port, guest_name=guest.name, guest_key=guest.key,
+                        ifname=req.ifname, mac=mac, mac_given=req.mac is not None,
+                        statics=statics, dhcp=req.plan.mode == "dhcp")
+
+
+def attach_bound(backend: Any, att: OvnAttachment, host_ifname: str, undo: UndoStack,
+                 timeout: float = BIND_TIMEOUT) -> None:
+    """After the OVS port exists: wait (bounded) until this chassis has bound it."""
+    side: OvnSide = backend.ovn()
+    system_id, _ = _local(side)
+    wait_bound(side.chassis, side.southbound(), host_ifname, att.port, system_id, timeout)
+    undo.step_done("ovn-bound")
+
+
+def detach_release(backend: Any, ids: dict[str, str]) -> str:
+    """After the OVS port is gone: drop the logical port ovsbridge created (if nobody else
+    holds it). A central that cannot be reached leaves the logical port for cleanup."""
+    if not ids.get(K_OVN_PORT):
+        return "no logical port"
+    side: OvnSide = backend.ovn()
+    try:
+        system_id, _ = _local(side)
+        return release_port(side.northbound(), side.southbound(), system_id, ids)
+    except EnvironmentProblem as exc:
+        log.warning("logical port %s left in OVN: %s", ids.get(K_OVN_PORT), exc.message)
+        return f"kept logical port {ids.get(K_OVN_PORT)}: {exc.message}"

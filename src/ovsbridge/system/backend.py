@@ -20,6 +20,12 @@ class RealBackend:
         self.ovs = ovsdb
         self._snap: ovs.Snapshot | None = None
 
+    def ovn(self) -> Any:
+        """The OVN side of attach/detach (this chassis and its central), made on demand."""
+        from ovsbridge.system.ovn import RealOvnSide
+
+        return RealOvnSide(self.ovs)
+
     # guests -------------------------------------------------------------------------
     def resolve_guest(self, spec: GuestSpec) -> Guest:
         return docker_adapter.resolve_guest(spec)

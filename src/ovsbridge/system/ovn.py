@@ -401,3 +401,31 @@ def _read_pid(path: str) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+class RealOvnSide:
+    """ops.ovn.OvnSide: this chassis plus the central it joined (NB from OVSBRIDGE_OVN_NB,
+    else beside ovn-remote)."""
+
+    def __init__(self, ovsdb: ovs_adapter.Ovs) -> None:
+        self.chassis = RealChassis(ovsdb)
+
+    def northbound(self) -> RealNorthbound:
+        from ovsbridge.ops.ovn import nb_from_remote, parse_remote
+
+        env = os.environ.get("OVSBRIDGE_OVN_NB")
+        if env:
+            return RealNorthbound(str(parse_remote(env, "OVSBRIDGE_OVN_NB", 6641)))
+        derived = nb_from_remote(self.chassis.ovs_external_ids().get("ovn-remote"))
+        if derived is None:
+            raise EnvironmentProblem("no OVN northbound database known",
+                                     hint="set OVSBRIDGE_OVN_NB=tcp:HOST:6641, or join first")
+        return RealNorthbound(derived)
+
+    def southbound(self) -> RealSouthbound:
+        remote = self.chassis.ovs_external_ids().get("ovn-remote")
+        if not remote:
+            raise EnvironmentProblem("this host is not an OVN chassis",
+                                     hint="join first: ovsbridge ovn join --central "
+                                          "tcp:HOST:6642")
+        return RealSouthbound(remote.split(",")[0])
