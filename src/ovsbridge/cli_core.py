@@ -369,6 +369,12 @@ def ps(bridge: str | None, no_daemon: bool) -> None:
         rows.append((r["bridge"], r["port"], r["ofport"], r.get("container_name"), cid[:12],
                      r.get("ifname"), r.get("mac"), ", ".join(r.get("addresses") or []),
                      r.get("vlan"), r.get("mtu"), mode, r["state"], r["owner"]))
+    ovn = [(r.get("extra") or {}) for r in records]
+    if any("ovn_port" in e for e in ovn):  # OVN attachments: switch/port and binding
+        wide = [(*row, f"{e['ovn_switch']}/{e['ovn_port']} ({e['ovn_binding']})"
+                 if "ovn_port" in e else "-") for row, e in zip(rows, ovn, strict=True)]
+        ctx.render.table((*PS_COLUMNS, "OVN"), wide)
+        return
     ctx.render.table(PS_COLUMNS, rows)
 
 

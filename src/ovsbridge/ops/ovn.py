@@ -636,11 +636,17 @@ def prepare_port(nb: Northbound, sb: Southbound, undo: UndoStack, *, chassis_nam
             f"external_ids:{naming.K_IFNAME}={_q(ifname)}"]
     if dhcp and sw["dhcp"]:
         sets.append(f"dhcpv4_options={sw['dhcp'][0]['_uuid']}")
-    nb.transact([("lsp-add", switch, name), ("lsp-set-addresses", name, addresses),
-                 ("lsp-set-port-security", name, security),
-                 ("set", "Logical_Switch_Port", name, *sets)])
-    undo.push(f"delete logical port {name}",
-              lambda: nb.transact([("--if-exists", "lsp-del", name)]))
+    create: list[Command] = [("lsp-add", switch, name), ("lsp-set-addresses", name, addresses),
+                             ("lsp-set-port-security", name, security),
+                             ("set", "Logical_Switch_Port", name, *sets)]
+    delete: list[Command] = [("--if-exists", "lsp-del", name)]
+    if sticky:  # the reservation is used up by the port; put back on rollback
+        key = _q(K_STICKY + name)
+        create.append(("remove", "Logical_Switch", switch, "external_ids", key))
+        delete.append(("set", "Logical_Switch", switch,
+                       f"external_ids:{key}={_q(' '.join(sticky))}"))
+    nb.transact(create)
+    undo.push(f"delete logical port {name}", lambda: nb.transact(delete))
     undo.step_done("ovn-port")
     return OvnAttachment(switch, name, mac, (addresses,), True, tuple(notes))
 

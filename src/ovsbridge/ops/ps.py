@@ -24,7 +24,19 @@ def owner_of(port: OvsPort) -> str:
         return "pipework"
     if "container_id" in ids:
         return "ovs-docker"
+    if any(k.startswith("ovn-") for k in port.port_external_ids):
+        return "ovn"  # ovn-controller's tunnel and patch ports
     return "unknown"
+
+
+def ovn_extra(ids: dict[str, str]) -> dict[str, str]:
+    """An OVN attachment's logical switch, port and local binding (ovn-controller's flag)."""
+    from ovsbridge.ops.ovn import K_OVN_PORT, K_OVN_SWITCH
+
+    if not ids.get(K_OVN_PORT):
+        return {}
+    return {"ovn_switch": ids.get(K_OVN_SWITCH, ""), "ovn_port": ids[K_OVN_PORT],
+            "ovn_binding": "bound" if ids.get("ovn-installed") == "true" else "not bound"}
 
 
 def port_state(backend: Backend, port: OvsPort, owner: str, host_links: set[str]) -> str:
@@ -55,6 +67,7 @@ def port_map(backend: Backend, bridge: str | None = None,
                 for key in ("expires_at", "renew_at", "state"):
                     if lease.get(key) is not None:
                         extra[key] = str(lease[key])
+            extra.update(ovn_extra(ids))
         elif owner == "ovs-docker":
             cid = ids.get("container_id")
             name, ifname, mac, addresses, mode = cid, ids.get("container_iface"), None, (), None

@@ -46,6 +46,12 @@ class RealCleanupBackend:
         self.ovs = ovsdb
         self._containers: dict[str, Any] = {}
 
+    def ovn(self) -> Any:
+        """The OVN side (this chassis and its central), for stale OVN attachments."""
+        from ovsbridge.system.ovn import RealOvnSide
+
+        return RealOvnSide(self.ovs)
+
     # OVS ----------------------------------------------------------------------------------
     def bridge_exists(self, name: str) -> bool:
         return self.ovs.bridge(name) is not None
