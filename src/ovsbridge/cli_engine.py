@@ -10,10 +10,12 @@ library and click-free ovsbridge modules, so the daemon path stays cheap.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
+log = logging.getLogger(__name__)
 NO_DAEMON_ENV = "OVSBRIDGE_NO_DAEMON"
 NETNS_DIR = "/var/run/netns"
 Progress = Callable[[dict[str, Any]], None]
@@ -33,11 +35,16 @@ def execute(op: str, payload: dict[str, Any], *, db: str | None, no_daemon: bool
     start_one = False
     if not daemon_disabled(no_daemon):
         try:
-            return daemon_client.engine(op, payload, db=db, on_progress=on_progress)
+            result = daemon_client.engine(op, payload, db=db, on_progress=on_progress)
+            log.debug("%s: done by the daemon", op)
+            return result
         except daemon_client.DaemonNotRunning:
             start_one = _in_host_netns()
-        except WrongDaemon:
-            pass
+            log.debug("%s: no daemon runs; in-process", op)
+        except WrongDaemon as exc:
+            log.debug("%s: in-process (%s)", op, exc.message)
+    else:
+        log.debug("%s: in-process (--no-daemon)", op)
     result = in_process(op, payload, db=db, on_progress=on_progress)
     if start_one:
         # The work is done; if no daemon starts, the next call simply runs in-process again.

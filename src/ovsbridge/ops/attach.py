@@ -45,7 +45,7 @@ from ovsbridge.ops.undo import UndoStack
 from ovsbridge.request import AttachRequest, build_attach_request
 
 log = logging.getLogger(__name__)
-MAX_WORKERS = 8
+MAX_WORKERS = 16  # guests worked on at once (mostly waiting: netlink, OVSDB, DHCP)
 
 Progress = Callable[[int, Any], None]
 

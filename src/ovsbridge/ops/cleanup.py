@@ -291,7 +291,9 @@ def cleanup(backend: CleanupBackend, bridge: str | None = None, *, dry_run: bool
             kept.append(entry("kept", f"{shield}, healthy" if shield else verdict.reason))
         elif shield:
             kept.append(entry("kept", f"{shield} (never removed; {verdict.reason})"))
-        elif age is not None and age < min_age:
+        elif age is not None and age < min_age and not verdict.reason.startswith("incomplete"):
+            # NOTE: an incomplete attachment was judged by its lock (free: nobody is building
+            # it), which is proof enough; the grace period is for ports we cannot judge so.
             kept.append(entry("kept", f"created {max(age, 0):.0f}s ago, may be an attach in "
                                       f"flight ({verdict.reason})"))
         else:
