@@ -172,6 +172,8 @@ def protection(facts: PortFacts, owner: str,
         return "bond (uplink)"
     if _uplink_marked(facts):
         return "uplink"
+    if owner == "ovn":
+        return "ovn-controller's port"
     if owner == "unknown":
         foreign = sorted({*port.external_ids, *port.port_external_ids})
         if foreign:
