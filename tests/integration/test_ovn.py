@@ -238,11 +238,19 @@ def test_central_down_attach_fails_cleanly_bound_ports_keep_forwarding(
         assert local_ports(hv1, late) == [] and hv1.host_links() == links_before
         assert guest_links(netns_exec, late) == ["lo"]
         assert ping(netns_exec, a, "198.51.100.53")  # flows stay installed on both chassis
+        # detach still takes the container off this host; the logical port has to wait
+        ok(hv1.ovsbridge("detach", a.name))
+        assert local_ports(hv1, a) == [] and guest_links(netns_exec, a) == ["lo"]
     finally:
         ovnlab.central.start()
-    assert late.name not in ovnlab.central.logical_ports()
+    lsps = ovnlab.central.logical_ports()
+    assert late.name not in lsps and a.name in lsps
     ok(attach(hv1, late, "198.51.100.54/24", "--ovn-switch", "blue"))
     assert ping(netns_exec, late, "198.51.100.53")
+    ok(attach(hv1, a, "198.51.100.51/24", "--ovn-switch", "blue"))  # takes its port back
+    assert ovnlab.central.bindings()[a.name] == "hv1"
+    ok(hv1.ovsbridge("detach", a.name))
+    assert a.name not in ovnlab.central.logical_ports()
 
 
 def test_errors_are_one_line_with_their_exit_code(ovnlab, make_container, netns_exec):
