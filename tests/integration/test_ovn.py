@@ -158,6 +158,13 @@ def test_join_twice_is_a_no_op_and_leave_restores_exactly(ovnlab):
             assert hv2.controller_pid() is None, step
             wait_for(f"hv2 gone from the southbound database after a failure at {step}",
                      lambda: "hv2" not in ovnlab.central.chassis_names(), timeout=15)
+
+        # a central nobody answers at (an unused underlay address): bounded, rolled back
+        nowhere = hv2.ovsbridge("ovn", "join", "--central", "tcp:203.0.113.99:6642",
+                                "--system-id", "hv2", "--timeout", "3")
+        one_error_line(nowhere, 5, "did not appear in the OVN southbound database")
+        assert hv2.ovs_state() == ovnlab.before_join["hv2"]
+        assert hv2.controller_pid() is None
     finally:
         ok(hv2.ovsbridge(*join_args(ovnlab, hv2)))
     assert "hv2" in ovnlab.central.chassis_names()
