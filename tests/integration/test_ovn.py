@@ -370,3 +370,23 @@ def test_a_labelled_container_on_hv1_is_bound_and_shown_by_ps(ovnlab, make_conta
     finally:
         kill_pid(daemon.pid)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_bulk_attach_puts_every_guest_on_the_switch(ovnlab, make_container, netns_exec):
+    hv1, _, hv3 = ovnlab.hvs
+    guests = [make_container() for _ in range(3)]
+    far = make_container()
+    try:
+        ok(hv1.ovsbridge("attach", "br-int", *[g.name for g in guests], "198.51.100.101-103/24",
+                         "--ovn-switch", "red"))
+        ok(hv3.ovsbridge("attach", "br-int", far.name, "198.51.100.104/24",
+                         "--ovn-switch", "red"))
+        bindings = ovnlab.central.bindings()
+        assert [bindings[g.name] for g in guests] == ["hv1"] * 3
+        for i, guest in enumerate(guests):
+            assert ping(netns_exec, guest, "198.51.100.104"), i
+    finally:
+        hv1.ovsbridge("detach", *[g.name for g in guests])
+        hv3.ovsbridge("detach", far.name)
+    lsps = ovnlab.central.logical_ports()
+    assert not {g.name for g in (*guests, far)} & set(lsps)
