@@ -663,19 +663,24 @@ def _existing(lsp: dict[str, Any], name: str, mac: str, mac_given: bool,
 
 def wait_bound(chassis: Chassis, sb: Southbound, host_ifname: str, port: str,
                chassis_name: str, timeout: float = BIND_TIMEOUT) -> None:
-    """Until ovn-controller has bound PORT on this chassis and installed its flows."""
+    """Until ovn-controller has installed PORT's flows here (``ovn-installed``) and the
+    southbound database shows the binding on this chassis (re-read and verify)."""
     deadline = chassis.now() + timeout
     while True:
         ids = chassis.interface_ids(host_ifname) or {}
         if ids.get("ovn-installed") == "true":
-            break
+            bound = sb.binding(port)
+            if bound == chassis_name:
+                return
+            if bound is not None:
+                raise Conflict(f'logical port "{port}" was taken by chassis "{bound}"',
+                               hint="detach it on that host first")
         if chassis.now() >= deadline:
             raise OperationFailed(
                 f'logical port "{port}" was not bound to this chassis within {timeout:.0f}s',
                 hint="check 'ovsbridge ovn status': is ovn-controller running and connected "
                      "to the central?")
         chassis.sleep(0.2)
-    check_binding(sb, port, chassis_name)  # NOTE: re-read and verify, like CNI's bridge
 
 
 def release_port(nb: Northbound, sb: Southbound, chassis_name: str,
