@@ -168,7 +168,9 @@ def attach_many(backend: Backend, requests: Sequence[AttachRequest],
 
         def prepare(work: _Work) -> None:
             try:
-                early = _prepare(backend, work, bridges[work.req.bridge], claimed, claim_lock)
+                with backend.session():
+                    early = _prepare(backend, work, bridges[work.req.bridge], claimed,
+                                     claim_lock)
             except Exception as exc:
                 fail(work, exc)
                 return
@@ -183,7 +185,9 @@ def attach_many(backend: Backend, requests: Sequence[AttachRequest],
 
         def configure(work: _Work) -> None:
             try:
-                finish(work, _configure(backend, work))
+                with backend.session():
+                    result = _configure(backend, work)
+                finish(work, result)
             except Exception as exc:
                 fail(work, exc)
 
