@@ -666,16 +666,19 @@ def wait_bound(chassis: Chassis, sb: Southbound, host_ifname: str, port: str,
     """Until ovn-controller has installed PORT's flows here (``ovn-installed``) and the
     southbound database shows the binding on this chassis (re-read and verify)."""
     deadline = chassis.now() + timeout
+    bound: str | None = None
     while True:
         ids = chassis.interface_ids(host_ifname) or {}
         if ids.get("ovn-installed") == "true":
+            # NOTE: right after a port of the same name was deleted (a move), ovn-northd may
+            # still show the old binding, or re-create the row: wait for it to settle.
             bound = sb.binding(port)
             if bound == chassis_name:
                 return
-            if bound is not None:
-                raise Conflict(f'logical port "{port}" was taken by chassis "{bound}"',
-                               hint="detach it on that host first")
         if chassis.now() >= deadline:
+            if bound is not None:
+                raise Conflict(f'logical port "{port}" is bound to chassis "{bound}"',
+                               hint="detach it on that host first")
             raise OperationFailed(
                 f'logical port "{port}" was not bound to this chassis within {timeout:.0f}s',
                 hint="check 'ovsbridge ovn status': is ovn-controller running and connected "
