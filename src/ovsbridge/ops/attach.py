@@ -34,6 +34,7 @@ from ovsbridge import naming
 from ovsbridge.errors import (
     BadInput,
     Conflict,
+    EnvironmentProblem,
     NotFound,
     OperationFailed,
     OvsbridgeError,
@@ -300,11 +301,14 @@ def _prepare(backend: Backend, work: _Work, bridge: BridgeInfo,
                            f"ovsbridge's for {_describe(guest)}",
                            hint="pick another --host-ifname")
         leftover = True  # our own veth from a killed attach (we hold its lock)
-    guest_link = backend.guest_link(guest.netns_path, req.ifname)
-    if guest_link is not None and not (old is not None and _same_netns(old, guest)) \
-            and not leftover:
-        raise Conflict(f"{_describe(guest)} already has an interface named {req.ifname}",
-                       hint="pick another --ifname")
+    if old is not None or stale or leftover:
+        # NOTE: only when something will be removed first: on a fresh attach, renaming the
+        # guest end refuses a taken name by itself (and the veth is rolled back).
+        guest_link = backend.guest_link(guest.netns_path, req.ifname)
+        if guest_link is not None and not (old is not None and _same_netns(old, guest)) \
+                and not leftover:
+            raise Conflict(f"{_describe(guest)} already has an interface named {req.ifname}",
+                           hint="pick another --ifname")
 
     for port in stale:
         _remove_attachment(backend, port, guest)
@@ -364,8 +368,11 @@ def _add_ports(backend: Backend, bridge: BridgeInfo, works: list[_Work],
     try:
         backend.add_ports(bridge.name, [w.port for w in works if w.port], pin)
     except Exception as exc:
-        if len(works) == 1:
-            fail(works[0], exc)
+        if len(works) == 1 or isinstance(exc, EnvironmentProblem):
+            # NOTE: OVS unreachable (or vswitchd not applying) fails every port alike:
+            # trying them one by one would only wait out the timeout once per guest.
+            for work in works:
+                fail(work, exc)
             return
         for work in works:
             try:
