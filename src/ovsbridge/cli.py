@@ -118,6 +118,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "adopt": ("ovsbridge.cli_adopt", "adopt"),
     "doctor": ("ovsbridge.cli_doctor", "doctor"),
     "completion": ("ovsbridge.cli_complete", "completion"),
+    "ovn": ("ovsbridge.cli_ovn", "ovn"),
 }
 
 

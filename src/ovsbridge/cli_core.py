@@ -36,6 +36,7 @@ LINE_OPTIONS: dict[str, tuple[str, bool, object]] = {
     "--dhcp-timeout": ("dhcp_timeout", True, None), "--replace": ("replace", False, True),
     "--no-default-route": ("default_route", False, False), "--dns": ("dns", False, True),
     "--no-dns": ("dns", False, False), "--create-bridge": ("create_bridge", False, True),
+    "--ovn-switch": ("ovn_switch", True, None), "--ovn-port": ("ovn_port", True, None),
 }
 
 
@@ -80,13 +81,18 @@ def _execute(op: str, payload: dict[str, Any], no_daemon: bool,
 @click.option("--dns/--no-dns", default=None,
               help="With dhcp: write the lease's DNS servers into the container's resolv.conf "
                    "[default: --dns].")
+@click.option("--ovn-switch", metavar="NAME",
+              help="OVN: create a logical port on logical switch NAME and bind it on this "
+                   "chassis (BRIDGE is br-int).")
+@click.option("--ovn-port", metavar="LSP", help="OVN: bind the existing logical port LSP.")
 @no_daemon_option
 @json_option
 @require_root
 def attach(bridge: str, targets: tuple[str, ...], from_file: IO[str] | None, ifname: str | None,
            mac: str | None, vlan: str | None, mtu: str | None, host_ifname: str | None,
            create_bridge: bool, replace: bool, dhcp_timeout: str | None, hostname: str | None,
-           no_default_route: bool, dns: bool | None, no_daemon: bool) -> None:
+           no_default_route: bool, dns: bool | None, ovn_switch: str | None,
+           ovn_port: str | None, no_daemon: bool) -> None:
     """Give each GUEST an interface on the OVS bridge BRIDGE.
 
     \b
@@ -101,6 +107,7 @@ def attach(bridge: str, targets: tuple[str, ...], from_file: IO[str] | None, ifn
         "host_ifname": host_ifname, "create_bridge": create_bridge or None,
         "replace": replace or None, "dhcp_timeout": dhcp_timeout, "hostname": hostname,
         "default_route": False if no_default_route else None, "dns": dns,
+        "ovn_switch": ovn_switch, "ovn_port": ovn_port,
     }
     fields = {k: v for k, v in fields.items() if v is not None}
     if from_file is not None:
@@ -364,6 +371,12 @@ def ps(bridge: str | None, no_daemon: bool) -> None:
         rows.append((r["bridge"], r["port"], r["ofport"], r.get("container_name"), cid[:12],
                      r.get("ifname"), r.get("mac"), ", ".join(r.get("addresses") or []),
                      r.get("vlan"), r.get("mtu"), mode, r["state"], r["owner"]))
+    ovn = [(r.get("extra") or {}) for r in records]
+    if any("ovn_port" in e for e in ovn):  # OVN attachments: switch/port and binding
+        wide = [(*row, f"{e['ovn_switch']}/{e['ovn_port']} ({e['ovn_binding']})"
+                 if "ovn_port" in e else "-") for row, e in zip(rows, ovn, strict=True)]
+        ctx.render.table((*PS_COLUMNS, "OVN"), wide)
+        return
     ctx.render.table(PS_COLUMNS, rows)
 
 

@@ -30,6 +30,13 @@ Examples:
 Examples:
   ovsbridge confirm                                 # from a second shell, after setup-bridge
 """,
+    "ovn": """\b
+Examples:
+  ovsbridge ovn join --central tcp:203.0.113.10:6642 --bridge-mapping lan:ovsbr0
+  ovsbridge ovn switch create web --subnet 198.51.100.0/24 --dhcp
+  ovsbridge attach br-int web1 dhcp --ovn-switch web
+  ovsbridge ovn status
+""",
     "daemon": """\b
 Examples:
   ovsbridge daemon status

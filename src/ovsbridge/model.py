@@ -311,4 +311,5 @@ class PortRecord:
             "state": self.state,
             "owner": self.owner,
             "mtu": self.mtu,
+            "ovn": {k[4:]: v for k, v in self.extra.items() if k.startswith("ovn_")} or None,
         }

@@ -50,6 +50,8 @@ FIELDS: dict[str, str] = {
     "hostname": "--hostname",
     "default_route": "--default-route",
     "dns": "--dns",
+    "ovn_switch": "--ovn-switch",
+    "ovn_port": "--ovn-port",
 }
 _RANGE_RE = re.compile(r"^(?P<first>[^-/@]+)-(?P<last>[^/@]+)(?P<rest>/.*)$")
 
@@ -72,6 +74,8 @@ class AttachRequest:
     hostname: str | None = None
     default_route: bool = True
     dns: bool = True
+    ovn_switch: str | None = None  # OVN: create the logical port on this logical switch
+    ovn_port: str | None = None  # OVN: bind this existing logical port
 
     def to_dict(self) -> dict[str, Any]:
         """Plain fields; ``build_attach_request(req.to_dict()) == req``."""
@@ -81,6 +85,7 @@ class AttachRequest:
             "host_ifname": self.host_ifname, "create_bridge": self.create_bridge,
             "replace": self.replace, "dhcp_timeout": self.dhcp_timeout,
             "hostname": self.hostname, "default_route": self.default_route, "dns": self.dns,
+            "ovn_switch": self.ovn_switch, "ovn_port": self.ovn_port,
         }
 
     @classmethod
@@ -97,6 +102,8 @@ class AttachRequest:
         if self.plan.dynamic:
             config.update(hostname=self.hostname, default_route=self.default_route,
                           dns=self.dns)
+        if self.ovn_switch or self.ovn_port:
+            config.update(ovn_switch=self.ovn_switch, ovn_port=self.ovn_port)
         return config
 
     def fingerprint(self) -> str:
@@ -145,6 +152,8 @@ def build_attach_request(fields: Mapping[str, Any]) -> AttachRequest:
         hostname=_text(fields, "hostname"),
         default_route=field("default_route", lambda: _bool(fields, "default_route", True)),
         dns=field("dns", lambda: _bool(fields, "dns", True)),
+        ovn_switch=field("ovn_switch", lambda: _ovn_name(fields, "ovn_switch")),
+        ovn_port=field("ovn_port", lambda: _ovn_name(fields, "ovn_port")),
     )
 
 
@@ -286,6 +295,16 @@ def _positive(fields: Mapping[str, Any], name: str, default: float) -> float:
         raise BadInput(f"{FIELDS[name]} must be positive, not {value}",
                        hint=f"e.g. {FIELDS[name]} 30")
     return number
+
+
+def _ovn_name(fields: Mapping[str, Any], name: str) -> str | None:
+    value = _text(fields, name)
+    if value is None:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}", value):
+        raise BadInput(f'{FIELDS[name]} "{value}" is not a valid OVN name',
+                       hint="use letters, digits, '.', '_' and '-' (at most 63)")
+    return value
 
 
 def _mac(value: str | None) -> str | None:

@@ -40,6 +40,7 @@ from ovsbridge.errors import (
     OvsbridgeError,
 )
 from ovsbridge.model import Guest, GuestSpec, StaticAddress
+from ovsbridge.ops import ovn as ovn_ops
 from ovsbridge.ops.backend import Backend, BridgeInfo, NewPort, OvsPort
 from ovsbridge.ops.undo import UndoStack
 from ovsbridge.request import AttachRequest, build_attach_request
@@ -123,6 +124,7 @@ class _Work:
     host_name: str = ""
     status: str = "attached"
     port: NewPort | None = None
+    ovn: ovn_ops.OvnAttachment | None = None
     outcome: Any = None  # AttachResult | OvsbridgeError once finished
 
     @property
@@ -327,6 +329,8 @@ def _build(backend: Backend, work: _Work, bridge: BridgeInfo, guest: Guest) -> N
     req, undo = work.req, work.undo
     work.guest = guest
     work.mac = resolve_mac(req, guest)
+    work.ovn = ovn_ops.attach_prepare(backend, req, guest, work.mac, undo)
+    work.mac = work.ovn.mac if work.ovn else work.mac
     work.mtu = req.mtu or bridge.mtu
     host_name = work.host_name = req.host_ifname or naming.host_ifname(guest.key, req.ifname)
     peer = naming.peer_tmp_ifname(host_name)
@@ -346,6 +350,7 @@ def _build(backend: Backend, work: _Work, bridge: BridgeInfo, guest: Guest) -> N
     addresses = tuple(str(s) for s in req.plan.statics)
     work.port = NewPort(host_name, _external_ids(guest, req, work.mac, work.mtu,
                                                  req.fingerprint(), addresses), req.vlan)
+    work.port.external_ids.update(work.ovn.external_ids() if work.ovn else {})
 
 
 def _add_ports(backend: Backend, bridge: BridgeInfo, works: list[_Work],
@@ -396,6 +401,8 @@ def _configure(backend: Backend, work: _Work) -> AttachResult:
     """Addresses, routes, announcements or DHCP; then mark the attachment ready."""
     req, undo, guest = work.req, work.undo, work.guest
     assert guest is not None
+    if work.ovn:
+        ovn_ops.attach_bound(backend, work.ovn, work.host_name, undo)
     addresses = tuple(str(s) for s in req.plan.statics)
     lease_json: dict[str, Any] | None = None
     if req.plan.statics:
@@ -603,6 +610,8 @@ def _remove_attachment(backend: Backend, port: OvsPort, guest: Guest | None) -> 
             _delete_guest_end(backend, guest, ifname)
     elif guest is not None and _same_netns(port, guest):
         _delete_guest_end(backend, guest, ifname)
+    if ids.get(ovn_ops.K_OVN_PORT):
+        notes += [n for n in [ovn_ops.detach_release(backend, ids)] if n.startswith("kept")]
     return notes
 
 

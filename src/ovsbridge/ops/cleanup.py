@@ -78,6 +78,7 @@ class CleanupBackend(GuestProbe, Protocol):
     def delete_link(self, link: KernelLink) -> bool: ...
     def drop_lease(self, guest_key: str, ifname: str) -> bool: ...
     def lock_free(self, guest_key: str, ifname: str) -> bool: ...
+    def ovn(self) -> Any: ...  # ops/ovn.py OvnSide, only asked for OVN attachments
     def hold_lock(self, guest_key: str, ifname: str) -> bool:
         """Take GUEST_KEY/IFNAME's lock if nobody holds it, and keep it until release_locks."""
         ...
@@ -177,6 +178,8 @@ def protection(facts: PortFacts, owner: str,
         return "bond (uplink)"
     if _uplink_marked(facts):
         return "uplink"
+    if owner == "ovn":
+        return "ovn-controller's port"
     if owner == "unknown":
         foreign = sorted({*port.external_ids, *port.port_external_ids})
         if foreign:
@@ -379,6 +382,16 @@ def _after_removal(backend: CleanupBackend, removed: Iterable[PortFacts],
                     leases.append(f"{key[:12]}/{ifname}")
             except Exception as exc:  # the port is gone; the lease is advisory
                 notes.append(f"lease of {key[:12]}/{ifname} not dropped: {exc}")
+        if owner_of(port) == "ovsbridge" and ids.get("ovsbridge.ovn_port"):
+            # NOTE: the logical port goes too, unless another chassis holds it by now.
+            from ovsbridge.ops.ovn import detach_release
+
+            try:
+                note = detach_release(backend, ids)
+            except Exception as exc:
+                note = f"kept logical port {ids['ovsbridge.ovn_port']}: {exc}"
+            if note.startswith("kept"):
+                notes.append(note)
         link = links.get(port.port)
         if link is not None and owner_of(port) == "ovsbridge" and not _link_proves(link, port):
             notes.append(f"host interface {link.name} left alone: it is not this port's")

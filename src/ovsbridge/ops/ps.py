@@ -26,7 +26,19 @@ def owner_of(port: OvsPort) -> str:
         return "pipework"
     if naming.OD_CONTAINER_ID in ids:
         return "ovs-docker"
+    if any(k.startswith("ovn-") for k in port.port_external_ids):
+        return "ovn"  # ovn-controller's tunnel and patch ports
     return "unknown"
+
+
+def ovn_extra(ids: dict[str, str]) -> dict[str, str]:
+    """An OVN attachment's logical switch, port and local binding (ovn-controller's flag)."""
+    from ovsbridge.ops.ovn import K_OVN_PORT, K_OVN_SWITCH
+
+    if not ids.get(K_OVN_PORT):
+        return {}
+    return {"ovn_switch": ids.get(K_OVN_SWITCH, ""), "ovn_port": ids[K_OVN_PORT],
+            "ovn_binding": "bound" if ids.get("ovn-installed") == "true" else "not bound"}
 
 
 def port_state(backend: Backend, port: OvsPort, owner: str,
@@ -61,6 +73,7 @@ def port_map(backend: Backend, bridge: str | None = None,
                 for key in ("expires_at", "renew_at", "state"):
                     if lease.get(key) is not None:
                         extra[key] = str(lease[key])
+            extra.update(ovn_extra(ids))
         else:
             # NOTE: pipework and ovs-docker tags, under the keys those tools really write.
             found = identity(port, owner)

@@ -45,10 +45,12 @@ L_IFNAME = "ovsbridge.ifname"
 L_VLAN = "ovsbridge.vlan"
 L_MAC = "ovsbridge.mac"
 L_MTU = "ovsbridge.mtu"
-LABELS = (L_BRIDGE, L_ADDRESS, L_IFNAME, L_VLAN, L_MAC, L_MTU)
+L_OVN_SWITCH = "ovsbridge.ovn-switch"
+L_OVN_PORT = "ovsbridge.ovn-port"
+LABELS = (L_BRIDGE, L_ADDRESS, L_IFNAME, L_VLAN, L_MAC, L_MTU, L_OVN_SWITCH, L_OVN_PORT)
 # label -> field of the one request builder (request.build_attach_request)
 LABEL_FIELDS = {L_BRIDGE: "bridge", L_ADDRESS: "address", L_IFNAME: "ifname", L_VLAN: "vlan",
-                L_MAC: "mac", L_MTU: "mtu"}
+                L_MAC: "mac", L_MTU: "mtu", L_OVN_SWITCH: "ovn_switch", L_OVN_PORT: "ovn_port"}
 
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 STABLE_SESSION = 30.0  # a connection that lasted this long resets the backoff

@@ -26,6 +26,12 @@ class RealBackend:
     def __init__(self, ovs_db: ovs.Ovs) -> None:
         self.ovs = ovs_db  # where OVSDB is (ovs.db); reads and writes go through system/ovsdb.py
 
+    def ovn(self) -> Any:
+        """The OVN side of attach/detach (this chassis and its central), made on demand."""
+        from ovsbridge.system.ovn import RealOvnSide
+
+        return RealOvnSide(self.ovs)
+
     # guests -------------------------------------------------------------------------
     def resolve_guest(self, spec: GuestSpec) -> Guest:
         return docker_adapter.resolve_guest(spec)

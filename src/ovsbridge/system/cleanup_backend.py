@@ -37,6 +37,12 @@ class RealCleanupBackend:
         self._containers: dict[str, Any] = {}
         self._held: dict[tuple[str, str], int] = {}  # locks cleanup holds, with their fds
 
+    def ovn(self) -> Any:
+        """The OVN side (this chassis and its central), for stale OVN attachments."""
+        from ovsbridge.system.ovn import RealOvnSide
+
+        return RealOvnSide(self.ovs)
+
     # OVS: straight OVSDB (system/ovsdb.py) ------------------------------------------------
     def bridge_exists(self, name: str) -> bool:
         return ovsdb.bridge_facts(ovsdb.client(self.ovs.db), name) is not None
