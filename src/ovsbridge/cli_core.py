@@ -121,13 +121,20 @@ def attach(bridge: str, targets: tuple[str, ...], from_file: IO[str] | None, ifn
                            hint="e.g. ovsbridge attach ovsbr0 web1 dhcp "
                                 "(see 'ovsbridge attach --help')")
         requests = expand_bulk({**fields, "address": targets[-1]}, list(targets[:-1]))
-    single = len(requests) == 1 and from_file is None
+    run_attach_requests(requests, single=len(requests) == 1 and from_file is None,
+                        no_daemon=no_daemon)
+
+
+def run_attach_requests(requests: Sequence[AttachRequest], *, single: bool,
+                        no_daemon: bool = False) -> None:
+    """Run REQUESTS as ``ovsbridge attach`` does (daemon or in-process; the same lines, JSON
+    and exit codes): every front end that builds AttachRequests ends here."""
     payload: dict[str, Any] = {"requests": [r.to_dict() for r in requests]}
     for key, env in (("fail_at", FAIL_AT_ENV), ("kill_at", KILL_AT_ENV)):
         if os.environ.get(env):
             payload[key] = os.environ[env]  # the test hooks, in both modes
-    _run_bulk("attach", payload,
-              [str(r.guest) for r in requests], single, no_daemon, _attach_line)
+    _run_bulk("attach", payload, [str(r.guest) for r in requests], single, no_daemon,
+              _attach_line)
 
 
 def _requests_from_file(stream: IO[str], defaults: dict[str, Any]) -> list[AttachRequest]:
@@ -347,17 +354,27 @@ PS_COLUMNS = ("BRIDGE", "PORT", "OFPORT", "CONTAINER", "ID", "IFNAME", "MAC", "A
 Examples:
   ovsbridge ps
   ovsbridge ps ovsbr0 --json | jq '.[] | select(.state != "ok")'
+  ovsbridge ps --format dot | dot -Tpng -o ports.png
 """)
 @click.argument("bridge", required=False)
+@click.option("--format", "format_", type=click.Choice(["table", "json", "dot"]),
+              default="table", show_default=True,
+              help="table for people, json (as --json), or dot (Graphviz: bridges, VLANs, "
+                   "ports, containers).")
 @no_daemon_option
 @json_option
 @require_root
-def ps(bridge: str | None, no_daemon: bool) -> None:
+def ps(bridge: str | None, format_: str, no_daemon: bool) -> None:
     """Map OVS ports to containers: which port is which guest, and is it healthy."""
     ctx = app()
     answer = _execute("ps", {"bridge": bridge}, no_daemon)
     records = answer.get("ports") or []
-    if ctx.json:
+    if format_ == "dot" and not ctx.json:
+        from ovsbridge.ps_dot import to_dot
+
+        click.echo(to_dot(records), nl=False)
+        return
+    if ctx.json or format_ == "json":
         ctx.render.data([{k: v for k, v in r.items() if k != "extra"} for r in records])
         return
     rows = []
@@ -380,4 +397,4 @@ def ps(bridge: str | None, no_daemon: bool) -> None:
     ctx.render.table(PS_COLUMNS, rows)
 
 
-__all__ = ["OvsbridgeError", "attach", "detach", "ps"]
+__all__ = ["OvsbridgeError", "attach", "detach", "ps", "run_attach_requests"]

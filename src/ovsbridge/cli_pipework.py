@@ -108,9 +108,7 @@ def run_attach(fields: dict[str, str]) -> None:
     """Run the attach FIELDS describe exactly as ``ovsbridge attach`` does: the one request
     builder, then attach's own runner (daemon or in-process, same lines, JSON and exit
     codes)."""
-    from ovsbridge.cli_core import _attach_line, _run_bulk
+    from ovsbridge.cli_core import run_attach_requests
     from ovsbridge.request import build_attach_request
 
-    request = build_attach_request(fields)
-    _run_bulk("attach", {"requests": [request.to_dict()]}, [str(request.guest)], True, False,
-              _attach_line)
+    run_attach_requests([build_attach_request(fields)], single=True)

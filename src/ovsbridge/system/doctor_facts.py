@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from ovsbridge import naming
-from ovsbridge.errors import EnvironmentProblem, OperationFailed
+from ovsbridge.errors import EnvironmentProblem, OperationFailed, OvsbridgeError
 from ovsbridge.ops.backend import OvsPort
 from ovsbridge.ops.doctor import BridgeFacts, DockerFacts, ProbeResult, UplinkFacts
 from ovsbridge.system import netns, ovs
@@ -171,12 +171,9 @@ def tx_checksum_on(name: str) -> bool | None:
 
     NOTE: the same legacy ETHTOOL_GTXCSUM ioctl netns.disable_tx_offload reads first.
     """
-    import socket
-
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            return bool(netns._ethtool_value(sock, name, netns._ETHTOOL_GTXCSUM))
-    except OSError:
+        return netns.tx_checksum_on(name)
+    except OvsbridgeError:
         return None
 
 
