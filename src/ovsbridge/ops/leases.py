@@ -489,6 +489,7 @@ class Entry:
     crash_error: str | None = None  # the task failed and waits to be restarted
     save_error: str | None = None  # the state could not be saved (read-only state dir...)
     restarts: int = 0
+    kicked: bool = False  # kick() asked for now: ends a wait early, like a set ``wake``
 
     @property
     def key(self) -> str:
@@ -604,6 +605,7 @@ class LeaseKeeper:
         if entry is None:
             return False
         entry.state = "renewing" if entry.state == "bound" else entry.state
+        entry.kicked = True
         entry.wake.set()
         return True
 
@@ -696,7 +698,10 @@ class LeaseKeeper:
         try:
             self.store.save(entry.key, entry.record())
         except (OSError, OvsbridgeError) as exc:
-            message = f"cannot save the lease state in {self.store.directory}: {_describe(exc)}"
+            # NOTE: without the file name: it is a fresh temporary one on every try, and the
+            # same fault must give the same message (logged once, not once per retry)
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else _describe(exc)
+            message = f"cannot save the lease state in {self.store.directory}: {why}"
             if message != entry.save_error:
                 log.error("%s: %s; retrying every %gs", entry.key, message, SAVE_RETRY)
             entry.save_error = message
@@ -709,12 +714,17 @@ class LeaseKeeper:
     async def _sleep_until(self, entry: Entry, when: float) -> None:
         # reaching a wait means the step before it went through: a restarted task is well
         entry.crash_error = None
-        while entry.save_error and not entry.wake.is_set() and self.clock.now() < when:
+        while entry.save_error and not entry.kicked and self.clock.now() < when:
             entry.next_at = min(when, self.clock.now() + SAVE_RETRY)
             await self.clock.sleep(entry.next_at - self.clock.now(), entry.wake)
             self._persist(entry)
+        if entry.kicked:
+            entry.kicked = False
+            entry.wake.clear()
+            return
         entry.next_at = when
         await self.clock.sleep(max(0.0, when - self.clock.now()), entry.wake)
+        entry.kicked = False
 
     @property
     def exchanges(self) -> asyncio.Semaphore:
