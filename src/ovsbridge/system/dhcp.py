@@ -39,6 +39,7 @@ from ovsbridge.dnsname import (
     clean_domain,
     clean_nameserver,
     clean_nameservers,
+    clean_search,
     is_hostname,
     parse_hostname,
 )
@@ -1019,9 +1020,9 @@ def render_resolv_conf(old: str, lease: Lease) -> str:
         and not line.startswith("# ovsbridge:")
     ]
     ours = [f"# ovsbridge: from the DHCP lease of {lease.address.ip} (server {lease.server_id})"]
-    domain = clean_domain(lease.domain)  # again here: a Lease can be made anywhere
-    if domain:
-        ours.append(f"search {domain}")
+    search = clean_search([lease.domain])  # again here: a Lease can be made anywhere
+    if search:
+        ours.append(f"search {' '.join(search)}")
     ours.extend(f"nameserver {server}" for server in clean_nameservers(lease.dns, MAX_NAMESERVERS))
     return "\n".join(ours + kept).rstrip("\n") + "\n"
 
