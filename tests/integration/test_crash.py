@@ -9,6 +9,11 @@ port row), or it is complete (the kill came after its last step): every address 
 there. Then the same attach must succeed with the full configuration, and a detach must
 bring the container back to exactly its state before the round.
 
+It runs in a simulated host (tests/lab/simhost.py: a netns with its own private OVS), so a
+``cleanup`` of every bridge is this test's alone: on a machine shared with other test runs,
+their cleanups cannot judge our half-built attachment, and ours cannot judge theirs (the
+per-guest locks are per OVSBRIDGE_RUN_DIR).
+
 The seed is printed; OVSBRIDGE_CRASH_SEED=N replays a run, OVSBRIDGE_CRASH_KILLS=N sets the
 number of kills of the slow variant.
 """
@@ -20,14 +25,14 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from lab.shell import run
-from lab.snapshots import netns_state, root_links
+from lab.simhost import SimHost
+from lab.snapshots import netns_state
 
 from ovsbridge import naming
 
@@ -51,9 +56,31 @@ class Report:
         self.failures.append(f"round {round_no} (kill after {delay:.3f} s): {what}")
 
 
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ovsbridge", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **ENV}, check=False)
+@dataclass
+class Site:
+    """Where the CLI runs: inside a SimHost's netns, against its private OVS."""
+
+    sim: SimHost
+    bridge: str
+
+    def argv(self, *args: str) -> list[str]:
+        return self.sim.ovsbridge_argv(*args)
+
+    def env(self) -> dict[str, str]:
+        return self.sim.env(ENV)
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv(*args), capture_output=True, text=True,
+                              timeout=timeout, env=self.env(), check=False)
+
+    def links(self) -> set[str]:
+        return {link["name"] for link in netns_state(self.sim.host_ns)["links"]}
+
+    def port_rows(self) -> dict[str, dict[str, str]]:
+        """Every OVS Port row of the private OVS, name -> external_ids, in one read."""
+        out = self.sim.vsctl("--format=json", "--columns=name,external_ids", "list",
+                             "Port").stdout
+        return {name: dict(ids[1]) for name, ids in json.loads(out)["data"]}
 
 
 def our_names(container_id: str) -> set[str]:
@@ -70,22 +97,14 @@ def guest_view(pid: int) -> dict[str, Any]:
     return {"links": links, "addresses": addrs, "gateways": gateways, "state": state}
 
 
-def port_rows() -> dict[str, dict[str, str]]:
-    """Every OVS Port row, name -> external_ids, in one read (other test runs on this machine
-    add and delete bridges meanwhile, so no list-br then list-ports)."""
-    out = run(["ovs-vsctl", "--timeout=10", "--format=json", "--columns=name,external_ids",
-               "list", "Port"]).stdout
-    return {name: dict(ids[1]) for name, ids in json.loads(out)["data"]}
-
-
-def leftovers(bridge: str, box: Any) -> dict[str, Any]:
-    """What of the attachment exists: root links, port rows, the guest's side."""
+def leftovers(site: Site, box: Any) -> dict[str, Any]:
+    """What of the attachment exists: host links, port rows, the guest's side."""
     names = our_names(box.id)
-    ports = {name: ids for name, ids in port_rows().items()
+    ports = {name: ids for name, ids in site.port_rows().items()
              if name in names or ids.get(naming.K_CONTAINER_ID) == box.id}
     guest = guest_view(box.pid)
     return {
-        "root_links": root_links() & names,
+        "root_links": site.links() & names,
         "ports": ports,
         "guest_links": {n for n in guest["links"]
                         if n == "eth1" or n.startswith(naming.PEER_PREFIX)},
@@ -111,42 +130,42 @@ def describe(found: dict[str, Any]) -> str:
             f", gateways {sorted(guest['gateways'])}")
 
 
-def attach_argv(bridge: str, box: Any) -> list[str]:
-    return [sys.executable, "-m", "ovsbridge", "attach", bridge, box.name, ADDRESS,
-            "--no-daemon"]
-
-
-def calibrate(bridge: str, box: Any) -> float:
+def calibrate(site: Site, box: Any) -> float:
     """How long one complete attach takes here (process start included)."""
     start = time.monotonic()
-    result = subprocess.run(attach_argv(bridge, box), capture_output=True, text=True,
-                            timeout=120, env={**os.environ, **ENV}, check=False)
+    result = site.cli("attach", site.bridge, box.name, ADDRESS, "--no-daemon")
     took = time.monotonic() - start
     assert result.returncode == 0, result.stderr
-    detach = cli("detach", box.name)
+    detach = site.cli("detach", box.name)
     assert detach.returncode == 0, detach.stderr
     return took
 
 
-def crash_rounds(bridge: str, box: Any, kills: int, seed: int) -> Report:
+def _said(result: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {result.returncode}: {(result.stdout + result.stderr).strip()[:400]}"
+
+
+def crash_rounds(site: Site, box: Any, kills: int, seed: int) -> Report:
     rng = random.Random(seed)
     report = Report(seed)
     baseline = netns_state(box.pid)
-    took = calibrate(bridge, box)
+    took = calibrate(site, box)
     for round_no in range(kills):
         # the whole life of the process: interpreter start, imports, every step, the end
         delay = rng.uniform(0.05, took * 1.1)
-        proc = subprocess.Popen(attach_argv(bridge, box), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env={**os.environ, **ENV})
+        proc = subprocess.Popen(site.argv("attach", site.bridge, box.name, ADDRESS,
+                                          "--no-daemon"),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=site.env())
         time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)  # by the PID we started
+        proc.send_signal(signal.SIGKILL)  # by the PID we started (ip netns exec execs it)
         proc.wait(timeout=30)
         report.kills += 1
 
-        result = cli("cleanup")
+        result = site.cli("cleanup")
         if result.returncode != 0:
-            report.fail(round_no, delay, f"cleanup exit {result.returncode}: {result.stderr}")
-        found = leftovers(bridge, box)
+            report.fail(round_no, delay, f"cleanup: {_said(result)}")
+        found = leftovers(site, box)
         if complete(found):
             report.complete_after_kill += 1
         elif nothing(found):
@@ -154,24 +173,25 @@ def crash_rounds(bridge: str, box: Any, kills: int, seed: int) -> Report:
         else:
             report.fail(round_no, delay, f"half an attachment after cleanup: {describe(found)}")
 
-        again = cli("attach", bridge, box.name, ADDRESS)
+        again = site.cli("attach", site.bridge, box.name, ADDRESS)
         if again.returncode != 0:
-            report.fail(round_no, delay, f"attach again: exit {again.returncode}: "
-                        f"{again.stderr.strip()}")
-        found = leftovers(bridge, box)
+            report.fail(round_no, delay, f"attach again: {_said(again)}")
+        found = leftovers(site, box)
         if not complete(found):
-            report.fail(round_no, delay, f"attach again is not complete: {describe(found)}")
-        rows = json.loads(cli("ps", bridge, "--json").stdout or "[]")
-        if [r["state"] for r in rows] != ["ok"]:
-            report.fail(round_no, delay, f"ps after attach again: {rows}")
+            report.fail(round_no, delay, f"attach again ({_said(again)}) is not complete: "
+                        f"{describe(found)}")
+        ps = site.cli("ps", site.bridge, "--json")
+        rows = json.loads(ps.stdout) if ps.returncode == 0 else None
+        if rows is None or [r["state"] for r in rows] != ["ok"]:
+            report.fail(round_no, delay, f"ps after attach again: {_said(ps)}")
 
-        detach = cli("detach", box.name)
+        detach = site.cli("detach", box.name)
         if detach.returncode != 0:
-            report.fail(round_no, delay, f"detach: exit {detach.returncode}: {detach.stderr}")
-        if netns_state(box.pid) != baseline or not nothing(leftovers(bridge, box)):
-            report.fail(round_no, delay, f"detach left: {describe(leftovers(bridge, box))}")
-            cli("cleanup")
-            cli("detach", box.name)
+            report.fail(round_no, delay, f"detach: {_said(detach)}")
+        if netns_state(box.pid) != baseline or not nothing(leftovers(site, box)):
+            report.fail(round_no, delay, f"detach left: {describe(leftovers(site, box))}")
+            site.cli("cleanup")
+            site.cli("detach", box.name)
     return report
 
 
@@ -180,11 +200,25 @@ def _seed() -> int:
     return int(text) if text else random.SystemRandom().randrange(1 << 30)
 
 
-def _run(bridge: str, make_container: Any, kills: int) -> None:
+@pytest.fixture
+def site(lab_session: Any) -> Iterator[Site]:
+    sim = SimHost()
+    for name in (sim.host_ns, sim.router_ns):
+        lab_session.claim(name)
+    sim.start()
+    try:
+        bridge = f"obtcr{sim.suffix}"
+        sim.vsctl("add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev")
+        yield Site(sim, bridge)
+    finally:
+        sim.stop()
+
+
+def _run(site: Site, make_container: Any, kills: int) -> None:
     box = make_container()
     seed = _seed()
     print(f"crash test: seed {seed} (OVSBRIDGE_CRASH_SEED={seed} replays it), {kills} kills")
-    report = crash_rounds(bridge, box, kills, seed)
+    report = crash_rounds(site, box, kills, seed)
     print(f"crash test: {report.kills} kills, {report.nothing_after_kill} left nothing, "
           f"{report.complete_after_kill} had completed, {len(report.failures)} failures")
     assert not report.failures, (f"seed {seed}: {len(report.failures)} failure(s):\n  "
@@ -192,11 +226,11 @@ def _run(bridge: str, make_container: Any, kills: int) -> None:
 
 
 def test_sigkill_of_attach_then_cleanup_leaves_nothing_and_attach_works(
-    bridge, make_container
+    site, make_container
 ) -> None:
-    _run(bridge, make_container, kills=8)
+    _run(site, make_container, kills=8)
 
 
 @pytest.mark.slow
-def test_sigkill_of_attach_100_times(bridge, make_container) -> None:
-    _run(bridge, make_container, kills=int(os.environ.get("OVSBRIDGE_CRASH_KILLS") or 100))
+def test_sigkill_of_attach_100_times(site, make_container) -> None:
+    _run(site, make_container, kills=int(os.environ.get("OVSBRIDGE_CRASH_KILLS") or 100))

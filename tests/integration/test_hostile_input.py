@@ -44,6 +44,8 @@ def hostile_cases(bridge: str, box: str) -> list[tuple[list[str], str]]:
         (a + ["::ffff:198.51.100.7/128"], "IPv4-mapped"),
         (a + ["198.51.100.5/24,::ffff:198.51.100.7/120"], "IPv4-mapped"),
         (a + ["2001:db8::5/64@fe80::1%eth1"], 'gateway "fe80::1%eth1" has a zone'),
+        (a + ["198.51.100.7/24,198.51.100.7/16"], "given twice"),
+        (a + ["2001:db8::5/64,2001:DB8::5/128"], "given twice"),
         (a + ["198.51.100.5/\u0662\u0664"], "not a number"),
         (a + ["198.51.100.5/\u00b2"], "not a number"),
         (a + ["198.51.100.5/24\x1b[2J"], "not a number"),
