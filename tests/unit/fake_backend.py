@@ -96,6 +96,9 @@ class FakeBackend:
             self.w.ports[port.name] = OvsPort(bridge, port.name, 1, "", None, port.vlan,
                                               dict(port.external_ids))
 
+    def session(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
     @contextlib.contextmanager
     def guest_lock(self, guest_key: str, ifname: str) -> Iterator[None]:
         lock = self._locks.setdefault((guest_key, ifname), threading.Lock())
@@ -166,9 +169,6 @@ class FakeBackend:
         link = self.w.guest_links.pop(tmp)
         link.update(mac=mac, mtu=mtu)
         self.w.guest_links[ifname] = link
-
-    def set_host_up(self, name: str) -> None:
-        self._maybe_fail("set_host_up")
 
     def disable_tx_offload(self, name: str, netns_path: str | None) -> None:
         self._maybe_fail("disable_tx_offload")

@@ -139,16 +139,17 @@ def attach(backend: Backend, req: AttachRequest) -> AttachResult:
 
 
 def attach_many(backend: Backend, requests: Sequence[AttachRequest],
-                progress: Progress | None = None, fail_at: str | None = None) -> list[Any]:
+                progress: Progress | None = None, fail_at: str | None = None,
+                kill_at: str | None = None) -> list[Any]:
     """Attach every request; one AttachResult or OvsbridgeError per request, in order.
 
     PROGRESS(index, outcome) is called as each guest finishes (from worker threads);
-    FAIL_AT is the test hook of ops/undo.py.
+    FAIL_AT and KILL_AT are the test hooks of ops/undo.py.
     """
-    works = [_Work(i, r, UndoStack(fail_at)) for i, r in enumerate(requests)]
+    works = [_Work(i, r, UndoStack(fail_at, kill_at)) for i, r in enumerate(requests)]
     claimed: dict[tuple[str, str], int] = {}
     claim_lock = threading.Lock()
-    bridge_undo = UndoStack(fail_at)
+    bridge_undo = UndoStack(fail_at, kill_at)
 
     def finish(work: _Work, outcome: Any) -> None:
         work.outcome = outcome
@@ -165,7 +166,9 @@ def attach_many(backend: Backend, requests: Sequence[AttachRequest],
 
         def prepare(work: _Work) -> None:
             try:
-                early = _prepare(backend, work, bridges[work.req.bridge], claimed, claim_lock)
+                with backend.session():
+                    early = _prepare(backend, work, bridges[work.req.bridge], claimed,
+                                     claim_lock)
             except Exception as exc:
                 fail(work, exc)
                 return
@@ -180,7 +183,9 @@ def attach_many(backend: Backend, requests: Sequence[AttachRequest],
 
         def configure(work: _Work) -> None:
             try:
-                finish(work, _configure(backend, work))
+                with backend.session():
+                    result = _configure(backend, work)
+                finish(work, result)
             except Exception as exc:
                 fail(work, exc)
 
@@ -324,7 +329,7 @@ def _build(backend: Backend, work: _Work, bridge: BridgeInfo, guest: Guest) -> N
     building = naming.link_alias(guest.key, req.ifname, naming.ALIAS_BUILDING)
     backend.create_veth(host_name, peer, guest.netns_path, work.mtu, building)
     undo.push(f"delete veth {host_name}",
-              lambda: backend.delete_host_link(host_name, building))
+              lambda: _delete_own_link(backend, host_name, guest.key, req.ifname))
     undo.step_done("veth")
 
     backend.configure_guest_link(guest.netns_path, peer, req.ifname, work.mac, work.mtu)
@@ -334,7 +339,6 @@ def _build(backend: Backend, work: _Work, bridge: BridgeInfo, guest: Guest) -> N
         backend.disable_tx_offload(host_name, None)
         backend.disable_tx_offload(req.ifname, guest.netns_path)
         undo.step_done("offload")
-    backend.set_host_up(host_name)
     addresses = tuple(str(s) for s in req.plan.statics)
     work.port = NewPort(host_name, _external_ids(guest, req, work.mac, work.mtu,
                                                  req.fingerprint(), addresses), req.vlan)
@@ -405,7 +409,7 @@ def _rebuild(backend: Backend, req: AttachRequest, guest: Guest) -> None:
     bridge = backend.bridge_info(req.bridge)
     if bridge is None:
         raise NotFound(f'bridge "{req.bridge}" of the previous attachment is gone')
-    work = _Work(0, req, UndoStack(""))
+    work = _Work(0, req, UndoStack("", ""))
     failures: list[BaseException] = []
     try:
         _build(backend, work, bridge, guest)
@@ -539,6 +543,15 @@ def _link_is(alias: str | None, port: OvsPort, state: str | None = None) -> bool
         return alias == "" and port.port == naming.host_ifname(key, ifname) and state != \
             naming.ALIAS_BUILDING
     return parsed[1:] == (key, ifname) and (state is None or parsed[0] == state)
+
+
+def _delete_own_link(backend: Backend, name: str, key: str, ifname: str) -> bool:
+    """Delete host link NAME if its identity (in whatever state) is KEY's IFNAME."""
+    alias = backend.host_link_alias(name)
+    parsed = naming.parse_link_alias(alias)
+    if alias is None or parsed is None or parsed[1:] != (key, ifname):
+        return False
+    return backend.delete_host_link(name, alias)
 
 
 def _recorded_addresses(port: OvsPort) -> tuple[str, ...]:

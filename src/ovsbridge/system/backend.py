@@ -80,7 +80,9 @@ class RealBackend:
 
     def ports(self, bridge: str | None = None,
               match: dict[str, str] | None = None) -> list[OvsPort]:
-        found = ports_of(self._snapshot(), bridge)
+        # NOTE: a filtered read decides about one guest, usually under its lock: it must see
+        # what the previous holder of that lock wrote, so it is never served from the cache.
+        found = ports_of(self.ovs.snapshot() if match else self._snapshot(), bridge)
         if match:
             found = [p for p in found
                      if all(p.external_ids.get(k) == v for k, v in match.items())]
@@ -93,6 +95,9 @@ class RealBackend:
         if pin_mtu is not None:
             commands.append(ovs.cmd("set", "Interface", bridge, f"mtu_request={pin_mtu}"))
         self._write(*commands)
+
+    def session(self) -> AbstractContextManager[None]:
+        return netns.session()
 
     # serialisation ---------------------------------------------------------------------
     def guest_lock(self, guest_key: str, ifname: str) -> AbstractContextManager[None]:
@@ -121,6 +126,9 @@ class RealBackend:
     def host_link_alias(self, name: str) -> str | None:
         return netns.link_alias(name)
 
+    def host_link_aliases(self) -> dict[str, str]:
+        return netns.link_aliases()
+
     def set_host_alias(self, name: str, alias: str) -> None:
         netns.set_alias(name, alias)
 
@@ -136,9 +144,6 @@ class RealBackend:
     def configure_guest_link(self, netns_path: str, tmp: str, ifname: str, mac: str,
                              mtu: int | None) -> None:
         netns.configure_guest_link(netns_path, tmp, ifname, mac, mtu)
-
-    def set_host_up(self, name: str) -> None:
-        netns.set_up(name)
 
     def disable_tx_offload(self, name: str, netns_path: str | None) -> None:
         netns.disable_tx_offload(name, netns_path)
