@@ -201,7 +201,16 @@ def report_error(ctx: click.Context | None, exc: OvsbridgeError,
     text = f"error: {exc.message.rstrip('.')}"
     if exc.hint:
         text += f"; hint: {exc.hint}"
-    click.echo(" ".join(text.splitlines()), err=True)
+    click.echo(one_line(text), err=True)
+
+
+def one_line(text: str) -> str:
+    """TEXT as one printable line: line breaks become spaces, other control characters
+    (a terminal escape in a user's value, say) are shown escaped."""
+    joined = " ".join(text.splitlines())
+    if joined.isprintable():
+        return joined
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in joined)
 
 
 def _setup_logging(verbose: int, debug: bool) -> None:

@@ -53,16 +53,12 @@ class DaemonAlreadyRunning(Conflict):
     """Another daemon holds the lock."""
 
 
-def ensure_private_dir(path: str) -> None:
-    """Create PATH (and parents) root-only; refuse one that others can write."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    st = os.stat(path)
-    if st.st_uid != os.geteuid():
-        raise EnvironmentProblem(
-            f"{path} belongs to uid {st.st_uid}, not to us",
-            hint="remove it or point OVSBRIDGE_RUN_DIR/OVSBRIDGE_STATE_DIR elsewhere",
-        )
-    os.chmod(path, 0o700)
+def ensure_private_dir(path: str, what: str = "directory") -> None:
+    """Create PATH root-only if it is missing; refuse an existing one that others can write
+    or that is not ours, and never change its mode (see system/files.py)."""
+    from ovsbridge.system.files import ensure_private_dir as ensure
+
+    ensure(path, what)
 
 
 def file_identity(path: str) -> tuple[int, int] | None:
@@ -176,8 +172,8 @@ class Daemon:
 
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT or a ``stop`` request."""
-        ensure_private_dir(self.paths.run_dir)
-        ensure_private_dir(self.paths.state_dir)
+        ensure_private_dir(self.paths.run_dir, "run directory")
+        ensure_private_dir(self.paths.state_dir, "state directory")
         self._lock.acquire()
         try:
             self.keeper.store.ensure()

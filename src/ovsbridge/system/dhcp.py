@@ -21,8 +21,10 @@ import contextlib
 import errno
 import functools
 import logging
+import math
 import os
 import random
+import re
 import socket
 import struct
 import threading
@@ -32,6 +34,15 @@ from dataclasses import asdict, dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any, Final, TypeVar
 
+from ovsbridge.dnsname import (
+    MAX_NAMESERVERS,
+    clean_domain,
+    clean_nameserver,
+    clean_nameservers,
+    clean_search,
+    is_hostname,
+    parse_hostname,
+)
 from ovsbridge.errors import BadInput, OperationFailed, OvsbridgeError
 from ovsbridge.system.nsthread import (  # noqa: F401 - GuestGone is part of this API
     GuestGone,
@@ -59,6 +70,7 @@ _RTPROT_DHCP: Final = 16  # routes we add show "proto dhcp"
 # NOTE: ask for the options we apply (mask, router, DNS, domain) and the three timers.
 _PARAMETERS: Final = (1, 3, 6, 15, 51, 58, 59)
 _REBOOT_WINDOW: Final = 6.0  # INIT-REBOOT: how long to wait for ACK/NAK before DISCOVER
+_MAX_LEASE_DNS: Final = 8  # servers kept from a lease (resolv.conf gets the first 3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,24 +140,77 @@ class Lease:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Lease:
+        """A lease from its record (a state file, a request): wrong types are refused
+        (BadInput); names and servers that are not valid are dropped, never passed on."""
         try:
+            if not isinstance(data, dict):
+                raise TypeError(f"a lease record is a JSON object, not {type(data).__name__}")
+            dns = data.get("dns") or []
+            if not isinstance(dns, list):
+                raise TypeError("'dns' is not a list")
+            hostname = data.get("hostname") or None
+            mac = _text(data, "mac").lower()
+            if not _MAC_TEXT.fullmatch(mac):
+                raise ValueError(f"'mac' {mac!r} is not a MAC address")
+            client_id = _text(data, "client_id")
+            bytes.fromhex(client_id)
+            server_mac = data.get("server_mac") or None
+            if server_mac is not None and not (
+                isinstance(server_mac, str) and _MAC_TEXT.fullmatch(server_mac.lower())
+            ):
+                raise ValueError("'server_mac' is not a MAC address")
             return cls(
-                address=IPv4Interface(data["address"]),
-                router=IPv4Address(data["router"]) if data.get("router") else None,
-                dns=tuple(str(d) for d in data.get("dns") or ()),
-                domain=data.get("domain") or None,
-                lease_time=int(data["lease_time"]),
-                renewal_time=int(data["renewal_time"]),
-                rebinding_time=int(data["rebinding_time"]),
-                server_id=IPv4Address(data["server_id"]),
-                obtained_at=float(data["obtained_at"]),
-                mac=str(data["mac"]).lower(),
-                hostname=data.get("hostname") or None,
-                client_id=str(data["client_id"]),
-                server_mac=data.get("server_mac") or None,
+                address=IPv4Interface(_text(data, "address")),
+                router=_router(data.get("router")),
+                dns=clean_nameservers(dns, _MAX_LEASE_DNS),
+                domain=clean_domain(data.get("domain")),
+                lease_time=_count(data, "lease_time"),
+                renewal_time=_count(data, "renewal_time"),
+                rebinding_time=_count(data, "rebinding_time"),
+                server_id=IPv4Address(_text(data, "server_id")),
+                obtained_at=_number(data, "obtained_at"),
+                mac=mac,
+                hostname=hostname if isinstance(hostname, str) and is_hostname(hostname) else None,
+                client_id=client_id,
+                server_mac=server_mac,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise BadInput(f"malformed DHCP lease record: {exc}") from exc
+
+
+_MAC_TEXT: Final = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+
+def _text(data: dict[str, Any], key: str) -> str:
+    value = data[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key!r} is not a string")
+    return value
+
+
+def _count(data: dict[str, Any], key: str) -> int:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INFINITE:
+        raise ValueError(f"{key!r} is not a number of seconds")
+    return value
+
+
+def _number(data: dict[str, Any], key: str) -> float:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{key!r} is not a time")
+    return float(value)
+
+
+def _router(value: object) -> IPv4Address | None:
+    """A lease's router, or None when there is none or it is not a unicast address."""
+    if not value:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("'router' is not a string")
+    if clean_nameserver(value) is None:  # the same test: a real unicast address
+        return None
+    return IPv4Address(value)
 
 
 class LeaseRefused(OperationFailed):
@@ -386,16 +451,31 @@ def lease_from_ack(msg: Any, ident: _Identity, sent_at: float) -> Lease:
             t2 = int(lease_time * 0.875)
         if t1 is None or not 0 < t1 < t2:
             t1 = min(int(lease_time * 0.5), t2)
-    routers = opts.get("router") or []
+    routers = [str(r) for r in opts.get("router") or []]
     server = opts.get("server_id") or msg.ip_src
-    domain = opts.get("domain_name")
-    if isinstance(domain, list):  # undecodable bytes come back as a list of ints
-        domain = bytes(domain).decode("ascii", "replace")
+    raw_domain = opts.get("domain_name")
+    if isinstance(raw_domain, list):  # undecodable bytes come back as a list of ints
+        raw_domain = bytes(raw_domain).decode("ascii", "replace")
+    # NOTE: the server's values are data, not text to paste: a domain with a newline would
+    # add lines of its own to resolv.conf. What is not a valid name or address is dropped
+    # (and logged with repr(), so it cannot forge a log line either).
+    domain = clean_domain(raw_domain) if raw_domain else None
+    if raw_domain and domain is None:
+        log.warning("DHCPACK for %s: ignoring domain name %r (not a valid DNS name)",
+                    ip, str(raw_domain)[:300])
+    raw_dns = [str(d) for d in opts.get("name_server") or []]
+    dns = clean_nameservers(raw_dns, _MAX_LEASE_DNS)
+    if len(dns) < min(len(raw_dns), _MAX_LEASE_DNS):
+        log.warning("DHCPACK for %s: ignoring name servers %r (not unicast addresses)",
+                    ip, [d for d in raw_dns if d not in dns][:8])
+    router = _router(routers[0]) if routers else None
+    if routers and router is None:
+        log.warning("DHCPACK for %s: ignoring router %r (not a unicast address)", ip, routers[0])
     return Lease(
         address=IPv4Interface(f"{ip}/{prefix}"),
-        router=IPv4Address(routers[0]) if routers else None,
-        dns=tuple(str(IPv4Address(d)) for d in (opts.get("name_server") or [])),
-        domain=(domain or "").strip().rstrip(".") or None,
+        router=router,
+        dns=dns,
+        domain=domain,
         lease_time=lease_time,
         renewal_time=t1,
         rebinding_time=t2,
@@ -566,6 +646,8 @@ async def acquire_async(
     netns_inode: int | None = None,
 ) -> Lease:
     """Obtain a lease (see ``acquire``) without blocking the running event loop."""
+    if hostname is not None:
+        parse_hostname(hostname)  # option 12 goes to the server and into its logs
     deadline = time.monotonic() + timeout
     socks = await _open_async(netns_path, ifname, netns_inode)
     try:
@@ -938,9 +1020,10 @@ def render_resolv_conf(old: str, lease: Lease) -> str:
         and not line.startswith("# ovsbridge:")
     ]
     ours = [f"# ovsbridge: from the DHCP lease of {lease.address.ip} (server {lease.server_id})"]
-    if lease.domain:
-        ours.append(f"search {lease.domain}")
-    ours.extend(f"nameserver {server}" for server in lease.dns[:3])
+    search = clean_search([lease.domain])  # again here: a Lease can be made anywhere
+    if search:
+        ours.append(f"search {' '.join(search)}")
+    ours.extend(f"nameserver {server}" for server in clean_nameservers(lease.dns, MAX_NAMESERVERS))
     return "\n".join(ours + kept).rstrip("\n") + "\n"
 
 
@@ -955,7 +1038,7 @@ def write_resolv_conf(path: str, lease: Lease) -> None:
             f"refusing to write {path}: it is the host's resolv.conf",
             hint="give the container's own resolv.conf (Docker's ResolvConfPath)",
         )
-    if not lease.dns and not lease.domain:
+    if not clean_nameservers(lease.dns) and not clean_domain(lease.domain):
         return
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:

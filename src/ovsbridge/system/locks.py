@@ -40,10 +40,15 @@ def lock_path(guest_key: str, ifname: str) -> str:
 
 
 def _open(guest_key: str, ifname: str) -> int:
+    from ovsbridge.system.files import ensure_private_dir
+
     path = lock_path(guest_key, ifname)
+    # NOTE: lock files are made as root: never in a directory others can write (a symlink
+    # planted there would be followed), and an existing directory's mode is left alone
+    ensure_private_dir(daemon_paths().run_dir, "run directory")
+    ensure_private_dir(os.path.dirname(path), "lock directory")
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise EnvironmentProblem(f"cannot open the lock file {path}: {exc.strerror}",
                                  hint=f"run as root, or point {LOCK_DIR_ENV} elsewhere"
