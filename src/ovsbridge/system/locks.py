@@ -45,7 +45,6 @@ def _open(guest_key: str, ifname: str) -> int:
     path = lock_path(guest_key, ifname)
     # NOTE: lock files are made as root: never in a directory others can write (a symlink
     # planted there would be followed), and an existing directory's mode is left alone
-    ensure_private_dir(daemon_paths().run_dir, "run directory")
     ensure_private_dir(os.path.dirname(path), "lock directory")
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
