@@ -327,11 +327,13 @@ class Lab:
         dns: str | Sequence[str] | None = None,
         domain: str | None = None,
         vlan: int | None = None,
+        extra_args: Sequence[str] = (),
     ) -> DhcpServer:
         """A LAN router netns on BRIDGE at SERVER_IP, serving POOL with dnsmasq.
 
         ROUTER, DNS and DOMAIN become DHCP options 3, 6 and 15; when None the option is not
-        sent (dnsmasq would otherwise offer itself as router).
+        sent (dnsmasq would otherwise offer itself as router). EXTRA_ARGS go to dnsmasq as
+        they are (e.g. ``--dhcp-option=121,...``, ``--dhcp-host=MAC,IP``).
         """
         network = ipaddress.ip_network(subnet)
         if ipaddress.ip_address(server_ip) not in network:
@@ -369,6 +371,7 @@ class Lab:
         ]
         if domain:
             argv.append(f"--dhcp-option=15,{domain}")
+        argv.extend(extra_args)
         stderr_path = workdir / "stderr"
         with stderr_path.open("wb") as stderr:
             proc = self.spawn(netns, *argv, stderr=stderr)
