@@ -37,6 +37,8 @@ LINE_OPTIONS: dict[str, tuple[str, bool, object]] = {
     "--dhcp-timeout": ("dhcp_timeout", True, None), "--replace": ("replace", False, True),
     "--no-default-route": ("default_route", False, False), "--dns": ("dns", False, True),
     "--no-dns": ("dns", False, False), "--create-bridge": ("create_bridge", False, True),
+    "--ra-timeout": ("ra_timeout", True, None), "--trunk": ("trunk", True, None),
+    "--rate-limit": ("rate_limit", True, None), "--burst": ("burst", True, None),
 }
 
 
@@ -81,13 +83,25 @@ def _execute(op: str, payload: dict[str, Any], no_daemon: bool,
 @click.option("--dns/--no-dns", default=None,
               help="With dhcp: write the lease's DNS servers into the container's resolv.conf "
                    "[default: --dns].")
+@click.option("--ra-timeout", type=str, metavar="S",
+              help="With slaac/dhcp6: wait at most S seconds for the router advertisement "
+                   "(address, default route).  [default: 15]")
+@click.option("--trunk", type=str, metavar="VLANS",
+              help="Make the port a trunk of VLANS (10,20,30 or 100-110); with --vlan N, "
+                   "N is its native (untagged) VLAN.")
+@click.option("--rate-limit", type=str, metavar="MBPS",
+              help="Police what the guest sends to MBPS Mbit/s (OVS ingress policing).")
+@click.option("--burst", type=str, metavar="KB",
+              help="With --rate-limit: burst size in KB.  [default: 0.1 s at the rate]")
 @no_daemon_option
 @json_option
 @require_root
 def attach(bridge: str, targets: tuple[str, ...], from_file: IO[str] | None, ifname: str | None,
            mac: str | None, vlan: str | None, mtu: str | None, host_ifname: str | None,
            create_bridge: bool, replace: bool, dhcp_timeout: str | None, hostname: str | None,
-           no_default_route: bool, dns: bool | None, no_daemon: bool) -> None:
+           no_default_route: bool, dns: bool | None, ra_timeout: str | None,
+           trunk: str | None, rate_limit: str | None, burst: str | None,
+           no_daemon: bool) -> None:
     """Give each GUEST an interface on the OVS bridge BRIDGE.
 
     \b
@@ -102,6 +116,7 @@ def attach(bridge: str, targets: tuple[str, ...], from_file: IO[str] | None, ifn
         "host_ifname": host_ifname, "create_bridge": create_bridge or None,
         "replace": replace or None, "dhcp_timeout": dhcp_timeout, "hostname": hostname,
         "default_route": False if no_default_route else None, "dns": dns,
+        "ra_timeout": ra_timeout, "trunk": trunk, "rate_limit": rate_limit, "burst": burst,
     }
     fields = {k: v for k, v in fields.items() if v is not None}
     if from_file is not None:

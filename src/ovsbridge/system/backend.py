@@ -89,7 +89,8 @@ class RealBackend:
     def add_ports(self, bridge: str, ports: list[NewPort], pin_mtu: int | None) -> None:
         commands: list[ovs.Command] = []
         for port in ports:
-            commands += ovs.add_port_cmds(bridge, port.name, port.external_ids, port.vlan)
+            commands += ovs.add_port_cmds(bridge, port.name, port.external_ids, port.vlan,
+                                          port.port_columns, port.iface_columns)
         if pin_mtu is not None:
             commands.append(ovs.cmd("set", "Interface", bridge, f"mtu_request={pin_mtu}"))
         self._write(*commands)
@@ -206,6 +207,51 @@ class RealBackend:
 
         daemon_client.drop(guest_key, ifname, release=release)
 
+    # IPv6, MTU ---------------------------------------------------------------------------
+    def ipv6_prepare(self, netns_path: str, ifname: str, autoconf: bool) -> None:
+        from ovsbridge.system import slaac
+
+        slaac.prepare(netns_path, ifname, autoconf=autoconf)
+
+    def ra_wait(self, netns_path: str, ifname: str, timeout: float, need_address: bool) -> Any:
+        from ovsbridge.system import slaac
+
+        return slaac.wait(netns_path, ifname, timeout=timeout, need_address=need_address)
+
+    def dhcp6_acquire(self, netns_path: str, ifname: str, *, mac: str, timeout: float) -> Any:
+        from ovsbridge.system import dhcp6
+
+        return dhcp6.acquire(netns_path, ifname, mac=mac, timeout=timeout)
+
+    def dhcp6_unapply(self, netns_path: str, ifname: str, lease: Any) -> None:
+        from ovsbridge.system import dhcp6
+
+        dhcp6.unapply_lease(netns_path, ifname, lease)
+
+    def dhcp6_release(self, netns_path: str, ifname: str, lease: Any) -> None:
+        from ovsbridge.system import dhcp6
+
+        dhcp6.release(netns_path, ifname, lease)
+
+    def resolv_conf_update(self, path: str, source: str, dns: Any, search: Any) -> None:
+        from ovsbridge.system import resolvconf
+
+        resolvconf.update(path, source, tuple(dns), tuple(search))
+
+    def set_link_mtu(self, name: str, netns_path: str | None, mtu: int) -> None:
+        netns.set_mtu(name, mtu, netns_path)
+
+    def set_port_ids(self, port: str, ids: dict[str, str]) -> None:
+        self._write(ovs.external_ids_args("Interface", port, ids))
+
+    def set_port_columns(self, port: str, port_columns: tuple[str, ...],
+                         iface_columns: tuple[str, ...], ids: dict[str, str]) -> None:
+        commands = [ovs.cmd("set", "Port", port, *port_columns)]
+        if iface_columns:
+            commands.append(ovs.cmd("set", "Interface", port, *iface_columns))
+        commands.append(ovs.external_ids_args("Interface", port, ids))
+        self._write(*commands)
+
 
 def list_ports(ovsdb: ovs.Ovs, bridge: str | None = None) -> list[OvsPort]:
     """Every port (but each bridge's own internal port) with its interface facts, one read."""
@@ -232,8 +278,23 @@ def ports_of(snap: ovs.Snapshot, bridge: str | None = None) -> list[OvsPort]:
             mac_in_use=ovs.scalar(iface.get("mac_in_use")),
             uuid=str(port.get("_uuid") or ""),
             mtu=mtu if isinstance(mtu := ovs.scalar(iface.get("mtu")), int) else None,
+            trunks=tuple(sorted(int(t) for t in _as_set(port.get("trunks")))),
+            vlan_mode=ovs.scalar(port.get("vlan_mode")) or None,
+            policing_rate=_int_or_none(iface.get("ingress_policing_rate")),
+            policing_burst=_int_or_none(iface.get("ingress_policing_burst")),
         ))
     return out
+
+
+def _as_set(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _int_or_none(value: Any) -> int | None:
+    value = ovs.scalar(value)
+    return value if isinstance(value, int) else None
 
 
 def guest_alive(kind: str, key: str, netns_inode: int) -> bool | None:

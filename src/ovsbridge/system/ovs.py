@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 
 Command = tuple[str, ...]
 
-PORT_COLUMNS = ("_uuid", "name", "interfaces", "tag", "external_ids")
+PORT_COLUMNS = ("_uuid", "name", "interfaces", "tag", "trunks", "vlan_mode", "external_ids")
 IFACE_COLUMNS = ("_uuid", "name", "ofport", "type", "error", "mtu", "mtu_request",
-                 "mac_in_use", "external_ids", "options", "link_state")
+                 "mac_in_use", "external_ids", "options", "link_state",
+                 "ingress_policing_rate", "ingress_policing_burst")
 BRIDGE_COLUMNS = ("_uuid", "name", "ports", "datapath_type", "external_ids", "other_config")
 
 
@@ -224,11 +225,16 @@ def add_bridge_cmds(name: str, datapath: str) -> list[Command]:
 
 
 def add_port_cmds(bridge: str, port: str, external_ids: dict[str, str],
-                  vlan: int | None) -> list[Command]:
+                  vlan: int | None, port_columns: Sequence[str] = (),
+                  iface_columns: Sequence[str] = ()) -> list[Command]:
     add = ["add-port", bridge, port]
     if vlan is not None:
         add.append(f"tag={vlan}")
-    return [cmd(*add), external_ids_args("Interface", port, external_ids)]
+    add.extend(port_columns)
+    commands = [cmd(*add), external_ids_args("Interface", port, external_ids)]
+    if iface_columns:
+        commands.append(cmd("set", "Interface", port, *iface_columns))
+    return commands
 
 
 def del_port_cmds(ports: Iterable[str]) -> list[Command]:
