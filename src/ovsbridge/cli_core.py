@@ -346,7 +346,35 @@ def _clock(epoch: str | None) -> str:
 
 
 PS_COLUMNS = ("BRIDGE", "PORT", "OFPORT", "CONTAINER", "ID", "IFNAME", "MAC", "ADDRESSES",
-              "VLAN", "MTU", "MODE", "STATE", "OWNER")
+              "VLAN", "MTU", "RATE", "MODE", "STATE", "OWNER")
+
+
+def _ps_addresses(r: dict[str, Any]) -> str:
+    details = r.get("address_details") or []
+    if not details:
+        return ", ".join(r.get("addresses") or [])
+    out = []
+    for d in details:
+        text = f"{d['address']} ({d['origin']}"
+        if d.get("expires_at"):
+            text += f", expires {_clock(d['expires_at'])}"
+        out.append(text + ")")
+    return ", ".join(out)
+
+
+def _ps_vlan(r: dict[str, Any]) -> str | None:
+    trunks = ",".join(str(t) for t in r.get("trunks") or [])
+    if not trunks:
+        return None if r.get("vlan") is None else str(r["vlan"])
+    native = f" native {r['vlan']}" if r.get("vlan") is not None else ""
+    return f"trunk {trunks}{native}"
+
+
+def _ps_rate(r: dict[str, Any]) -> str | None:
+    if not r.get("rate_limit"):
+        return None
+    burst = f"/{r['burst']}KB" if r.get("burst") else ""
+    return f"{r['rate_limit']}Mb{burst}"
 
 
 @click.command(epilog="""\b
@@ -375,8 +403,8 @@ def ps(bridge: str | None, no_daemon: bool) -> None:
                    f"expires {_clock(extra.get('expires_at'))})"
         cid = r.get("container_id") or ""
         rows.append((r["bridge"], r["port"], r["ofport"], r.get("container_name"), cid[:12],
-                     r.get("ifname"), r.get("mac"), ", ".join(r.get("addresses") or []),
-                     r.get("vlan"), r.get("mtu"), mode, r["state"], r["owner"]))
+                     r.get("ifname"), r.get("mac"), _ps_addresses(r), _ps_vlan(r),
+                     r.get("mtu"), _ps_rate(r), mode, r["state"], r["owner"]))
     ctx.render.table(PS_COLUMNS, rows)
 
 

@@ -308,6 +308,12 @@ class PortRecord:
     owner: str
     extra: dict[str, str] = field(default_factory=dict, compare=False)
     mtu: int | None = None
+    # issue 11; new keys only, so older --json consumers keep working
+    address_details: tuple[dict[str, object], ...] = ()  # address, origin, lease times
+    vlan_mode: str | None = None  # access | trunk | native-untagged (None: OVS default)
+    trunks: tuple[int, ...] = ()
+    rate_limit: int | None = None  # Mbit/s (OVS ingress policing)
+    burst: int | None = None  # KB
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -324,6 +330,11 @@ class PortRecord:
             "state": self.state,
             "owner": self.owner,
             "mtu": self.mtu,
+            "address_details": [dict(d) for d in self.address_details],
+            "vlan_mode": self.vlan_mode,
+            "trunks": list(self.trunks),
+            "rate_limit": self.rate_limit,
+            "burst": self.burst,
         }
 
 

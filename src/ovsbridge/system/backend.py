@@ -42,8 +42,10 @@ class RealBackend:
         out: dict[tuple[str, str], dict[str, Any]] = {}
         for item in status.get("leases", []):
             guest = item.get("guest") or {}
-            key = (str(guest.get("key", "")), str(item.get("ifname", "")))
-            out[key] = item
+            ifname = str(item.get("ifname", ""))
+            if item.get("family") == 6:
+                ifname += "#6"  # NOTE: DHCPv6 leases sit next to DHCPv4 ones (ops/ps.py)
+            out[(str(guest.get("key", "")), ifname)] = item
         return out
 
     # OVS ------------------------------------------------------------------------------
