@@ -123,7 +123,8 @@ class FakeBackend:
                 trunks=tuple(int(t) for t in cols.get("trunks", "").split(",") if t),
                 vlan_mode=cols.get("vlan_mode"),
                 policing_rate=int(cols["ingress_policing_rate"])
-                if "ingress_policing_rate" in cols else None)
+                if "ingress_policing_rate" in cols else None,
+                qos=f"qos-{port.qos_max_rate}" if port.qos_max_rate else None)
 
     @contextlib.contextmanager
     def guest_lock(self, guest_key: str, ifname: str) -> Iterator[None]:
@@ -296,7 +297,8 @@ class FakeBackend:
         self.w.ports[port] = dataclasses.replace(old, external_ids={**old.external_ids, **ids})
 
     def set_port_columns(self, port: str, port_columns: tuple[str, ...],
-                         iface_columns: tuple[str, ...], ids: dict[str, str]) -> None:
+                         iface_columns: tuple[str, ...], ids: dict[str, str],
+                         qos_max_rate: int | None = None) -> None:
         self._maybe_fail("set_port_columns")
         old = self.w.ports[port]
         cols = dict(c.split("=", 1) for c in (*port_columns, *iface_columns))
@@ -308,4 +310,4 @@ class FakeBackend:
             vlan=None if tag == "[]" else int(tag),
             trunks=tuple(int(t) for t in trunks.split(",") if t),
             vlan_mode=None if cols.get("vlan_mode", "[]") == "[]" else cols["vlan_mode"],
-            policing_rate=rate or None)
+            policing_rate=rate or None, qos=f"qos-{qos_max_rate}" if qos_max_rate else None)

@@ -341,7 +341,7 @@ def _build(backend: Backend, work: _Work, bridge: BridgeInfo, guest: Guest) -> N
     addresses = tuple(str(s) for s in req.plan.statics)
     work.port = NewPort(host_name, _external_ids(guest, req, work.mac, work.mtu,
                                                  req.fingerprint(), addresses), req.vlan,
-                        *ports.columns(req))
+                        *ports.columns(req), ports.qos_max_rate(req))
 
 
 def _add_ports(backend: Backend, bridge: BridgeInfo, works: list[_Work],

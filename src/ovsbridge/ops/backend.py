@@ -30,6 +30,7 @@ class NewPort:
     vlan: int | None = None
     port_columns: tuple[str, ...] = ()  # e.g. trunks=10,20 vlan_mode=trunk (ops/ports.py)
     iface_columns: tuple[str, ...] = ()  # e.g. ingress_policing_rate=10000
+    qos_max_rate: int | None = None  # bit/s: a linux-htb QoS shaping what goes to the guest
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class OvsPort:
     vlan_mode: str | None = None
     policing_rate: int | None = None  # kbit/s; None or 0: no policing
     policing_burst: int | None = None  # kbit
+    qos: str | None = None  # uuid of the Port's QoS row
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,8 @@ class Backend(Protocol):
         """Set external_ids keys on PORT's Interface (one transaction)."""
         ...
     def set_port_columns(self, port: str, port_columns: tuple[str, ...],
-                         iface_columns: tuple[str, ...], ids: dict[str, str]) -> None:
-        """Set Port and Interface columns and Interface external_ids in ONE transaction."""
+                         iface_columns: tuple[str, ...], ids: dict[str, str],
+                         qos_max_rate: int | None) -> None:
+        """Set Port and Interface columns, the port's QoS (created, changed or destroyed:
+        None) and Interface external_ids in ONE transaction."""
         ...

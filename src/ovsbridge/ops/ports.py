@@ -5,10 +5,16 @@ added; ``set_port`` changes a live attachment to a new request in ONE OVSDB tran
 (the columns, and the recorded request and fingerprint in external_ids, so ps, a repeated
 attach and the watcher all see the new configuration), never touching the veth.
 
-NOTE: OVS's ingress policing (``ingress_policing_rate`` in kbit/s, ``_burst`` in kbit) acts
-on what the container *sends* into the bridge; it works on both datapaths (tc ingress on the
-kernel device on ``system``, OVS's own meter on ``netdev``). Shaping towards the container
-(QoS ``linux-htb``) needs the kernel datapath's tc, so it is not offered on netdev bridges.
+``--rate-limit`` limits both directions of the container's port:
+- what the container sends: OVS ingress policing on its Interface (``ingress_policing_rate``
+  in kbit/s, ``_burst`` in kbit);
+- what it receives: a ``linux-htb`` QoS on its Port (``max-rate`` in bit/s).
+
+NOTE: measured on the lab's userspace (netdev) datapath with veths: the htb QoS shapes (a
+10 Mbit/s limit gave 9.0 Mbit/s), ingress policing does NOT (224 Mbit/s through a 10 Mbit/s
+policer): OVS reads the veth with an AF_PACKET socket, which sees a frame before the kernel's
+tc ingress policer would drop it. On the kernel (system) datapath both work. So on netdev
+bridges only the direction towards the container is limited; attach says so.
 """
 
 from __future__ import annotations
@@ -51,6 +57,18 @@ def columns(req: AttachRequest) -> tuple[tuple[str, ...], tuple[str, ...]]:
         iface += [f"ingress_policing_rate={req.rate_limit * 1000}",
                   f"ingress_policing_burst={burst_kbit(req)}"]
     return tuple(port), tuple(iface)
+
+
+def qos_max_rate(req: AttachRequest) -> int | None:
+    """bit/s of the htb QoS towards the container, or None."""
+    return None if req.rate_limit is None else req.rate_limit * 1_000_000
+
+
+def datapath_note(req: AttachRequest, datapath: str) -> str | None:
+    if req.rate_limit is not None and datapath == "netdev":
+        return ("on a netdev (userspace) bridge --rate-limit shapes only what the container "
+                "receives; OVS cannot police what it sends there")
+    return None
 
 
 def live_columns(req: AttachRequest) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -117,7 +135,7 @@ def set_port(backend: Backend, spec: GuestSpec, ifname: str,
         ids = {naming.K_CONFIG: new.fingerprint(),
                naming.K_REQUEST: json.dumps(new.to_dict(), sort_keys=True,
                                             separators=(",", ":"))}
-        backend.set_port_columns(port.port, port_cols, iface_cols, ids)
+        backend.set_port_columns(port.port, port_cols, iface_cols, ids, qos_max_rate(new))
     changed = {k: getattr(new, k) for k in SETTABLE if getattr(new, k) != getattr(old, k)}
     if "trunk" in changed:
         changed["trunk"] = list(new.trunk)

@@ -10,6 +10,7 @@ import socket
 from contextlib import AbstractContextManager
 from typing import Any
 
+from ovsbridge import naming
 from ovsbridge.model import Guest, GuestSpec, IPAddress, IPInterface
 from ovsbridge.ops.backend import BridgeInfo, GuestLink, NewPort, OvsPort, RouteRef
 from ovsbridge.system import docker as docker_adapter
@@ -92,7 +93,8 @@ class RealBackend:
         commands: list[ovs.Command] = []
         for port in ports:
             commands += ovs.add_port_cmds(bridge, port.name, port.external_ids, port.vlan,
-                                          port.port_columns, port.iface_columns)
+                                          port.port_columns, port.iface_columns,
+                                          port.qos_max_rate)
         if pin_mtu is not None:
             commands.append(ovs.cmd("set", "Interface", bridge, f"mtu_request={pin_mtu}"))
         self._write(*commands)
@@ -105,7 +107,9 @@ class RealBackend:
         return locks.is_free(guest_key, ifname)
 
     def del_ports(self, ports: list[str]) -> None:
-        self._write(*ovs.del_port_cmds(ports))
+        qos = [p.qos for p in self.ports() if p.port in ports and p.qos
+               and p.external_ids.get(naming.K_OWNER) == naming.OWNER]
+        self._write(*ovs.del_port_cmds(ports), *ovs.qos_destroy_cmds(q for q in qos if q))
 
     # links ------------------------------------------------------------------------------
     def host_links(self) -> set[str]:
@@ -247,10 +251,19 @@ class RealBackend:
         self._write(ovs.external_ids_args("Interface", port, ids))
 
     def set_port_columns(self, port: str, port_columns: tuple[str, ...],
-                         iface_columns: tuple[str, ...], ids: dict[str, str]) -> None:
+                         iface_columns: tuple[str, ...], ids: dict[str, str],
+                         qos_max_rate: int | None) -> None:
+        current = next((p.qos for p in self.ports() if p.port == port), None)
         commands = [ovs.cmd("set", "Port", port, *port_columns)]
         if iface_columns:
             commands.append(ovs.cmd("set", "Interface", port, *iface_columns))
+        if qos_max_rate is not None and current:
+            commands.append(ovs.cmd("set", "QoS", current, f"other-config:max-rate={qos_max_rate}"))
+        elif qos_max_rate is not None:
+            commands += ovs.qos_create_cmds(port, qos_max_rate)
+        elif current:
+            commands += [ovs.cmd("clear", "Port", port, "qos"),
+                         *ovs.qos_destroy_cmds([current])]
         commands.append(ovs.external_ids_args("Interface", port, ids))
         self._write(*commands)
 
@@ -284,6 +297,7 @@ def ports_of(snap: ovs.Snapshot, bridge: str | None = None) -> list[OvsPort]:
             vlan_mode=ovs.scalar(port.get("vlan_mode")) or None,
             policing_rate=_int_or_none(iface.get("ingress_policing_rate")),
             policing_burst=_int_or_none(iface.get("ingress_policing_burst")),
+            qos=ovs.scalar(port.get("qos")) or None,
         ))
     return out
 

@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from ovsbridge import naming
 from ovsbridge.errors import OperationFailed
 from ovsbridge.ops.cleanup import (
     ALIVE,
@@ -72,6 +73,9 @@ class RealCleanupBackend:
         # and --if-exists makes a bridge deleted meanwhile one too.
         commands = [ovs.cmd("--if-exists", "remove", "Bridge", br, "ports", *uuids)
                     for br, uuids in sorted(by_bridge.items())]
+        commands += ovs.qos_destroy_cmds(
+            item.port.qos for item in ports if item.port.qos
+            and item.port.external_ids.get(naming.K_OWNER) == naming.OWNER)
         log.debug("cleanup: removing %d ports in one transaction", len(ports))
         self.ovs.transact(*commands)
 
