@@ -327,7 +327,7 @@ def _positive(fields: Mapping[str, Any], name: str, default: float) -> float:
 
 def _trunk(fields: Mapping[str, Any]) -> tuple[int, ...]:
     value = fields.get("trunk")
-    if value is None or value == "":
+    if value is None:
         return ()
     if isinstance(value, (list, tuple)):
         value = ",".join(str(v) for v in value)

@@ -175,3 +175,12 @@ def test_bad_new_options_exit_2_with_one_line_and_leave_nothing(
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and needle in line, line
     assert (ovs_ports(bridge), netns_state(box.pid)) == before
+
+
+def test_static_ipv6_with_a_link_local_gateway(bridge, home, make_container, ovsbridge,
+                                               netns_exec):
+    box = make_container()
+    ok(ovsbridge("attach", bridge, box.name, "2001:db8:1::5/64@fe80::1"))
+    route = ok(netns_exec(box, "ip", "-6", "route", "show", "default")).stdout
+    assert "default via fe80::1 dev eth1" in route
+    ok(ovsbridge("detach", box.name))
