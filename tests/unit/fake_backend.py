@@ -255,11 +255,13 @@ class FakeBackend:
         self.w.held6.pop((guest_key, ifname), None)
 
     # IPv6, MTU, port columns
-    def ipv6_prepare(self, netns_path: str, ifname: str, autoconf: bool) -> None:
+    def ipv6_prepare(self, netns_path: str, ifname: str, autoconf: bool,
+                     default_route: bool = True) -> None:
         self._maybe_fail("ipv6_prepare")
         self.w.guest_links[ifname]["accept_ra"] = (True, autoconf)
 
-    def ra_wait(self, netns_path: str, ifname: str, timeout: float, need_address: bool) -> Any:
+    def ra_wait(self, netns_path: str, ifname: str, timeout: float, need_address: bool,
+                need_route: bool = True) -> Any:
         self._maybe_fail("ra_wait")
         result = FakeSlaac() if need_address else FakeSlaac(addresses=())
         self.w.guest_links[ifname]["addresses"].extend(result.addresses)

@@ -50,7 +50,7 @@ def configure(backend: Backend, undo: UndoStack, guest: Guest, req: AttachReques
               mac: str) -> Ipv6Outcome:
     dynamic = req.plan.dynamic
     slaac = "slaac" in dynamic
-    backend.ipv6_prepare(guest.netns_path, req.ifname, slaac)
+    backend.ipv6_prepare(guest.netns_path, req.ifname, slaac, req.default_route)
     undo.step_done("ipv6-prepare")
     addresses: list[str] = []
     origins: dict[str, str] = {}
@@ -80,7 +80,8 @@ def configure(backend: Backend, undo: UndoStack, guest: Guest, req: AttachReques
     slaac_json: dict[str, Any] | None = None
     if slaac or req.default_route:
         try:
-            result = backend.ra_wait(guest.netns_path, req.ifname, req.ra_timeout, slaac)
+            result = backend.ra_wait(guest.netns_path, req.ifname, req.ra_timeout, slaac,
+                                     req.default_route)
         except OperationFailed as exc:
             if slaac:
                 raise

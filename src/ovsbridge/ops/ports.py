@@ -64,13 +64,6 @@ def qos_max_rate(req: AttachRequest) -> int | None:
     return None if req.rate_limit is None else req.rate_limit * 1_000_000
 
 
-def datapath_note(req: AttachRequest, datapath: str) -> str | None:
-    if req.rate_limit is not None and datapath == "netdev":
-        return ("on a netdev (userspace) bridge --rate-limit shapes only what the container "
-                "receives; OVS cannot police what it sends there")
-    return None
-
-
 def live_columns(req: AttachRequest) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Every column ``set`` writes, cleared ones included, so the result is REQ exactly."""
     port = [

@@ -219,15 +219,18 @@ class RealBackend:
         daemon_client.drop(guest_key, ifname, release=release)
 
     # IPv6, MTU ---------------------------------------------------------------------------
-    def ipv6_prepare(self, netns_path: str, ifname: str, autoconf: bool) -> None:
+    def ipv6_prepare(self, netns_path: str, ifname: str, autoconf: bool,
+                     default_route: bool) -> None:
         from ovsbridge.system import slaac
 
-        slaac.prepare(netns_path, ifname, autoconf=autoconf)
+        slaac.prepare(netns_path, ifname, autoconf=autoconf, default_route=default_route)
 
-    def ra_wait(self, netns_path: str, ifname: str, timeout: float, need_address: bool) -> Any:
+    def ra_wait(self, netns_path: str, ifname: str, timeout: float, need_address: bool,
+                need_route: bool = True) -> Any:
         from ovsbridge.system import slaac
 
-        return slaac.wait(netns_path, ifname, timeout=timeout, need_address=need_address)
+        return slaac.wait(netns_path, ifname, timeout=timeout, need_address=need_address,
+                          need_route=need_route)
 
     def dhcp6_acquire(self, netns_path: str, ifname: str, *, mac: str, timeout: float) -> Any:
         from ovsbridge.system import dhcp6

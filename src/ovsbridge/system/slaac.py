@@ -76,7 +76,7 @@ def _sysctl(ifname: str, key: str, value: str) -> None:
     log.debug("sysctl: net.ipv6.conf.%s.%s=%s", ifname, key, value)
 
 
-def prepare(netns_path: str, ifname: str, *, autoconf: bool,
+def prepare(netns_path: str, ifname: str, *, autoconf: bool, default_route: bool = True,
             netns_inode: int | None = None) -> None:
     """Let IFNAME take RAs (and, with AUTOCONF, SLAAC addresses), then turn IPv6 on.
 
@@ -87,7 +87,7 @@ def prepare(netns_path: str, ifname: str, *, autoconf: bool,
 
     def body() -> None:
         _sysctl(ifname, "accept_ra", "2")
-        _sysctl(ifname, "accept_ra_defrtr", "1")
+        _sysctl(ifname, "accept_ra_defrtr", "1" if default_route else "0")
         _sysctl(ifname, "accept_ra_pinfo", "1")
         _sysctl(ifname, "autoconf", "1" if autoconf else "0")
         _sysctl(ifname, "disable_ipv6", "0")
@@ -187,7 +187,7 @@ def route_state(netns_path: str, ifname: str) -> tuple[list[tuple[str, int, int]
 
 
 def wait(netns_path: str, ifname: str, *, timeout: float, need_address: bool,
-         netns_inode: int | None = None) -> SlaacResult:
+         need_route: bool = True, netns_inode: int | None = None) -> SlaacResult:
     """Solicit an RA and wait (at most TIMEOUT s) for an IPv6 default route and, with
     NEED_ADDRESS, a global SLAAC address. Raises OperationFailed naming what is missing."""
 
@@ -202,10 +202,11 @@ def wait(netns_path: str, ifname: str, *, timeout: float, need_address: bool,
             while True:
                 now = time.monotonic()
                 addrs, gateway = _state(ifname)
-                if gateway and (addrs or not need_address) and (ras or now > deadline - 0.5):
+                routed = gateway or not need_route
+                if routed and (addrs or not need_address) and (ras or now > deadline - 0.5):
                     break
                 if now >= deadline:
-                    missing = [] if gateway else ["an IPv6 default route"]
+                    missing = [] if routed else ["an IPv6 default route"]
                     if need_address and not addrs:
                         missing.insert(0, "a global IPv6 address")
                     if not ras:
