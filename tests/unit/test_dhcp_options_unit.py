@@ -79,3 +79,10 @@ def test_resolv_conf_keeps_each_source() -> None:
     assert resolvconf.render(again, "dhcp4", ["203.0.113.2"], ["lab.test"]) == again
     gone = resolvconf.render(again, "dhcp6", [], [])
     assert "2001:db8" not in gone and "nameserver 203.0.113.2" in gone
+
+
+def test_resolv_conf_refuses_what_a_hostile_server_could_inject() -> None:
+    text = resolvconf.render("", "dhcp6", ["2001:db8::1", "evil\noptions x"],
+                             ["ok.test", "bad name", "x\nnameserver 6.6.6.6", "-lead.test"])
+    assert "nameserver 2001:db8::1" in text and "6.6.6.6" not in text
+    assert "search ok.test" in text.splitlines() and "bad" not in text and "options" not in text

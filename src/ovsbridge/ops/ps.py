@@ -61,7 +61,7 @@ def port_map(backend: Backend, bridge: str | None = None,
                 for key in ("expires_at", "renew_at", "state"):
                     if lease.get(key) is not None:
                         extra[key] = str(lease[key])
-            addresses, details = address_details(ids, addresses, mode, lease, lease6)
+            addresses, details = address_details(ids, addresses, lease, lease6)
         elif owner == "ovs-docker":
             cid = ids.get("container_id")
             name, ifname, mac, addresses, mode = cid, ids.get("container_iface"), None, (), None
@@ -89,7 +89,7 @@ def port_map(backend: Backend, bridge: str | None = None,
 _LEASE_KEYS = ("state", "obtained_at", "renew_at", "rebind_at", "expires_at", "lease_time")
 
 
-def address_details(ids: dict[str, str], addresses: tuple[str, ...], mode: str | None,
+def address_details(ids: dict[str, str], addresses: tuple[str, ...],
                     lease: dict[str, Any] | None, lease6: dict[str, Any] | None
                     ) -> tuple[tuple[str, ...], tuple[dict[str, object], ...]]:
     """Every address with its origin; the daemon's current lease replaces the address

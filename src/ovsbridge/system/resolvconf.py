@@ -11,6 +11,7 @@ Side effects: ``write`` rewrites the file in place (same inode, see NOTE). Never
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Sequence
@@ -23,6 +24,22 @@ SOURCES: Final = ("dhcp4", "dhcp6", "slaac")
 MAX_NAMESERVERS: Final = 3
 MAX_SEARCH: Final = 6
 _MARK_RE = re.compile(r"^# ovsbridge (\w+): dns=(\S*) search=(\S*)")
+_NAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*$"
+)
+
+
+def _clean(dns: Sequence[str], search: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """NOTE: values come from the network (DHCP, RAs): only IP addresses and plain host
+    names may reach the file, so a hostile server cannot inject lines or options."""
+    servers = []
+    for item in dns:
+        try:
+            servers.append(str(ipaddress.ip_address(str(item).strip())))
+        except ValueError:
+            continue
+    names = [str(n).strip().rstrip(".") for n in search]
+    return tuple(servers), tuple(n for n in names if _NAME_RE.match(n))
 
 
 def is_host_resolv_conf(path: str) -> bool:
@@ -50,15 +67,16 @@ def render(
     for line in old.splitlines():
         mark = _MARK_RE.match(line)
         if mark:
-            recorded[mark.group(1)] = (_split(mark.group(2)), _split(mark.group(3)))
+            recorded[mark.group(1)] = _clean(_split(mark.group(2)), _split(mark.group(3)))
             continue
         if line.startswith("# ovsbridge"):
             continue  # a note of ours, or the single-source header of older versions
         if line.split()[:1] in (["nameserver"], ["search"], ["domain"]):
             continue
         kept.append(line)
+    dns, search = _clean(dns, search)
     if dns or search:
-        recorded[source] = (tuple(dns), tuple(search))
+        recorded[source] = (dns, search)
     else:
         recorded.pop(source, None)
     if not recorded:
