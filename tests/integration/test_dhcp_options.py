@@ -106,24 +106,3 @@ def test_free_offer_is_probed_and_bound(bridge, dhcp_server, make_netns, connect
     assert "DHCPDECLINE" not in lan.log()
     assert str(lease.address.ip).startswith("203.0.113.1")
 
-
-def test_attach_applies_option_26_to_both_veth_ends_and_option_121_routes(
-        bridge, dhcp_server, home, make_container, ovsbridge, netns_exec) -> None:
-    import json
-
-    dhcp_server(bridge, subnet=SUBNET, server_ip=SERVER, pool=POOL, router="203.0.113.254",
-                extra_args=["--dhcp-option=26,1400",
-                            "--dhcp-option=121,198.51.100.0/24,203.0.113.2,0.0.0.0/0,"
-                            "203.0.113.1"])
-    box = make_container()
-    result = ovsbridge("attach", bridge, box.name, "dhcp", "--json")
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
-    assert data["lease"]["mtu"] == 1400 and data["mtu"] == 1400
-    assert "mtu 1400" in netns_exec(box, "ip", "link", "show", "eth1").stdout
-    assert "mtu 1400" in run(["ip", "link", "show", data["port"]]).stdout
-    routes = netns_exec(box, "ip", "route").stdout
-    assert "default via 203.0.113.1" in routes and "198.51.100.0/24 via 203.0.113.2" in routes
-    rows = json.loads(ovsbridge("ps", bridge, "--json").stdout)
-    assert [r["mtu"] for r in rows if r["container_id"] == box.id] == [1400]
-    assert ovsbridge("detach", box.name).returncode == 0

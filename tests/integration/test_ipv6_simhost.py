@@ -42,7 +42,8 @@ def sim(lab_session: Any) -> Iterator[SimHost]:
         host.stop()
 
 
-def lan(sim: SimHost, spawn, dhcp6_range: str) -> tuple[str, Path]:
+def lan(sim: SimHost, spawn, dhcp6_range: str, extra: tuple[str, ...] = ()
+        ) -> tuple[str, Path]:
     """A netdev bridge in the sim host with its uplink, dnsmasq (v4 + v6 + RA) upstream."""
     bridge = "br6"
     sim.vsctl("add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev")
@@ -60,7 +61,7 @@ def lan(sim: SimHost, spawn, dhcp6_range: str) -> tuple[str, Path]:
           f"--dhcp-option=option6:dns-server,[{ROUTER6}]",
           "--dhcp-option=option6:domain-search,v6.lab.test",
           f"--dhcp-leasefile={sim.tmpdir / 'leases6'}", "--log-dhcp",
-          f"--log-facility={log}")
+          f"--log-facility={log}", *extra)
     for _ in range(100):
         if log.exists() and "router advertisement" in log.read_text():
             break
@@ -160,3 +161,50 @@ def test_dhcp_slaac_gives_both_families_with_rdnss(sim, spawn, make_netns,
     ping = netns_exec(guest, "busybox", "ping", "-6", "-c", "2", "-W", "3", ROUTER6)
     assert ping.returncode == 0, ping.stdout
     ok(sim.ovsbridge("detach", f"netns:{guest}"))
+
+
+def test_dhcp_option_26_sets_both_veth_ends_and_121_routes_apply(sim, spawn, make_netns,
+                                                                  netns_exec) -> None:
+    bridge, _ = lan(sim, spawn, "2001:db8:1::,ra-only", (
+        "--dhcp-option=26,1400",
+        "--dhcp-option=121,203.0.113.0/24,198.51.100.2,0.0.0.0/0,198.51.100.1"))
+    guest = make_netns()
+    result = json.loads(ok(sim.ovsbridge("attach", bridge, f"netns:{guest}", "dhcp",
+                                         "--json")).stdout)
+    assert result["lease"]["mtu"] == 1400 and result["mtu"] == 1400
+    assert "mtu 1400" in netns_exec(guest, "ip", "link", "show", "eth1").stdout
+    host_end = sim.run_in_host(["ip", "link", "show", result["port"]]).stdout
+    assert "mtu 1400" in host_end
+    routes = netns_exec(guest, "ip", "route").stdout
+    assert "default via 198.51.100.1" in routes and "203.0.113.0/24 via 198.51.100.2" in routes
+    ok(sim.ovsbridge("detach", f"netns:{guest}"))
+
+
+def test_dhcp_on_a_tagged_port(sim, spawn, make_netns, netns_exec) -> None:
+    bridge, _ = lan(sim, spawn, "2001:db8:1::,ra-only")
+    sim.vsctl("set", "port", sim.uplink, "tag=10")  # the LAN is VLAN 10 on this bridge
+    guest = make_netns()
+    result = json.loads(ok(sim.ovsbridge("attach", bridge, f"netns:{guest}", "dhcp",
+                                         "--vlan", "10", "--json")).stdout)
+    assert result["vlan"] == 10 and result["lease"]["address"].startswith("198.51.100.1")
+    ping = netns_exec(guest, "busybox", "ping", "-c", "2", "-W", "2", "198.51.100.1")
+    assert ping.returncode == 0, ping.stdout
+    other = make_netns()
+    untagged = sim.ovsbridge("attach", bridge, f"netns:{other}", "dhcp", "--dhcp-timeout", "6")
+    assert untagged.returncode == 1  # no DHCP server outside VLAN 10
+    ok(sim.ovsbridge("detach", f"netns:{guest}"))
+
+
+def test_slaac_without_a_router_fails_within_ra_timeout_and_leaves_nothing(
+        sim, make_netns) -> None:
+    bridge = "br6"
+    sim.vsctl("add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev")
+    guest = make_netns()
+    before = sim.vsctl("list-ports", bridge).stdout
+    result = sim.ovsbridge("attach", bridge, f"netns:{guest}", "slaac", "--ra-timeout", "3")
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "within 3 s" in line
+    assert sim.vsctl("list-ports", bridge).stdout == before
+    links = run(["ip", "-n", guest, "-o", "link"]).stdout
+    assert "eth1" not in links

@@ -110,10 +110,8 @@ def test_trunk_reaches_access_ports_10_and_20_and_nothing_else(
     assert "already attached" in again.stdout  # the recorded config is the new one
 
 
-def test_native_vlan_is_untagged_and_dhcp_works_on_a_tagged_port(
-        bridge, home, dhcp_server, make_container, ovsbridge, netns_exec):
-    dhcp_server(bridge, vlan=10, router="198.51.100.1")
-    a, b, native, leased = (make_container() for _ in range(4))
+def test_native_vlan_is_untagged(bridge, home, make_container, ovsbridge, netns_exec):
+    a, b, native = (make_container() for _ in range(3))
     ok(ovsbridge("attach", bridge, a.name, "198.51.100.10/24", "--vlan", "10"))
     ok(ovsbridge("attach", bridge, b.name, "203.0.113.20/25", "--vlan", "20"))
     ok(ovsbridge("attach", bridge, native.name, "198.51.100.40/24", "--vlan", "10",
@@ -124,10 +122,6 @@ def test_native_vlan_is_untagged_and_dhcp_works_on_a_tagged_port(
     row = port_row(ovsbridge, bridge, native)
     assert (row["vlan_mode"], row["vlan"], row["trunks"]) == ("native-untagged", 10, [20])
 
-    result = json.loads(ok(ovsbridge("attach", bridge, leased.name, "dhcp", "--vlan", "10",
-                                     "--json")).stdout)
-    assert result["lease"]["address"].startswith("198.51.100.1")
-    assert pings(netns_exec, leased, "198.51.100.10")
 
 
 def _transfer_mbps(netns_exec, spawn, sender, receiver, ip: str, megabytes: int) -> float:
