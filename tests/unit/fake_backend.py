@@ -126,6 +126,9 @@ class FakeBackend:
                 if "ingress_policing_rate" in cols else None,
                 qos=f"qos-{port.qos_max_rate}" if port.qos_max_rate else None)
 
+    def session(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
     @contextlib.contextmanager
     def guest_lock(self, guest_key: str, ifname: str) -> Iterator[None]:
         lock = self._locks.setdefault((guest_key, ifname), threading.Lock())
@@ -196,9 +199,6 @@ class FakeBackend:
         link = self.w.guest_links.pop(tmp)
         link.update(mac=mac, mtu=mtu)
         self.w.guest_links[ifname] = link
-
-    def set_host_up(self, name: str) -> None:
-        self._maybe_fail("set_host_up")
 
     def disable_tx_offload(self, name: str, netns_path: str | None) -> None:
         self._maybe_fail("disable_tx_offload")

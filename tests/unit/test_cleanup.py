@@ -55,6 +55,16 @@ class FakeCleanupBackend:
     def lock_free(self, guest_key: str, ifname: str) -> bool:
         return True
 
+    def hold_lock(self, guest_key: str, ifname: str) -> bool:
+        return True
+
+    def release_locks(self) -> None:
+        pass
+
+    def link_alias(self, name: str) -> str | None:
+        link = self.links.get(name)
+        return None if link is None else link.alias
+
     def drop_lease(self, guest_key: str, ifname: str) -> bool:
         if self.drop_fails:
             raise RuntimeError("daemon says no")

@@ -35,6 +35,7 @@ from ovsbridge import naming
 from ovsbridge.errors import (
     BadInput,
     Conflict,
+    EnvironmentProblem,
     NotFound,
     OperationFailed,
     OvsbridgeError,
@@ -169,7 +170,9 @@ def attach_many(backend: Backend, requests: Sequence[AttachRequest],
 
         def prepare(work: _Work) -> None:
             try:
-                early = _prepare(backend, work, bridges[work.req.bridge], claimed, claim_lock)
+                with backend.session():
+                    early = _prepare(backend, work, bridges[work.req.bridge], claimed,
+                                     claim_lock)
             except Exception as exc:
                 fail(work, exc)
                 return
@@ -184,7 +187,9 @@ def attach_many(backend: Backend, requests: Sequence[AttachRequest],
 
         def configure(work: _Work) -> None:
             try:
-                finish(work, _configure(backend, work))
+                with backend.session():
+                    result = _configure(backend, work)
+                finish(work, result)
             except Exception as exc:
                 fail(work, exc)
 
@@ -297,11 +302,14 @@ def _prepare(backend: Backend, work: _Work, bridge: BridgeInfo,
                            f"ovsbridge's for {_describe(guest)}",
                            hint="pick another --host-ifname")
         leftover = True  # our own veth from a killed attach (we hold its lock)
-    guest_link = backend.guest_link(guest.netns_path, req.ifname)
-    if guest_link is not None and not (old is not None and _same_netns(old, guest)) \
-            and not leftover:
-        raise Conflict(f"{_describe(guest)} already has an interface named {req.ifname}",
-                       hint="pick another --ifname")
+    if old is not None or stale or leftover:
+        # NOTE: only when something will be removed first: on a fresh attach, renaming the
+        # guest end refuses a taken name by itself (and the veth is rolled back).
+        guest_link = backend.guest_link(guest.netns_path, req.ifname)
+        if guest_link is not None and not (old is not None and _same_netns(old, guest)) \
+                and not leftover:
+            raise Conflict(f"{_describe(guest)} already has an interface named {req.ifname}",
+                           hint="pick another --ifname")
 
     for port in stale:
         _remove_attachment(backend, port, guest)
@@ -328,7 +336,7 @@ def _build(backend: Backend, work: _Work, bridge: BridgeInfo, guest: Guest) -> N
     building = naming.link_alias(guest.key, req.ifname, naming.ALIAS_BUILDING)
     backend.create_veth(host_name, peer, guest.netns_path, work.mtu, building)
     undo.push(f"delete veth {host_name}",
-              lambda: backend.delete_host_link(host_name, building))
+              lambda: _delete_own_link(backend, host_name, guest.key, req.ifname))
     undo.step_done("veth")
 
     backend.configure_guest_link(guest.netns_path, peer, req.ifname, work.mac, work.mtu)
@@ -338,7 +346,6 @@ def _build(backend: Backend, work: _Work, bridge: BridgeInfo, guest: Guest) -> N
         backend.disable_tx_offload(host_name, None)
         backend.disable_tx_offload(req.ifname, guest.netns_path)
         undo.step_done("offload")
-    backend.set_host_up(host_name)
     addresses = tuple(str(s) for s in req.plan.statics)
     work.port = NewPort(host_name, _external_ids(guest, req, work.mac, work.mtu,
                                                  req.fingerprint(), addresses), req.vlan,
@@ -360,8 +367,11 @@ def _add_ports(backend: Backend, bridge: BridgeInfo, works: list[_Work],
     try:
         backend.add_ports(bridge.name, [w.port for w in works if w.port], pin)
     except Exception as exc:
-        if len(works) == 1:
-            fail(works[0], exc)
+        if len(works) == 1 or isinstance(exc, EnvironmentProblem):
+            # NOTE: OVS unreachable (or vswitchd not applying) fails every port alike:
+            # trying them one by one would only wait out the timeout once per guest.
+            for work in works:
+                fail(work, exc)
             return
         for work in works:
             try:
@@ -552,6 +562,15 @@ def _link_is(alias: str | None, port: OvsPort, state: str | None = None) -> bool
         return alias == "" and port.port == naming.host_ifname(key, ifname) and state != \
             naming.ALIAS_BUILDING
     return parsed[1:] == (key, ifname) and (state is None or parsed[0] == state)
+
+
+def _delete_own_link(backend: Backend, name: str, key: str, ifname: str) -> bool:
+    """Delete host link NAME if its identity (in whatever state) is KEY's IFNAME."""
+    alias = backend.host_link_alias(name)
+    parsed = naming.parse_link_alias(alias)
+    if alias is None or parsed is None or parsed[1:] != (key, ifname):
+        return False
+    return backend.delete_host_link(name, alias)
 
 
 def _recorded_addresses(port: OvsPort) -> tuple[str, ...]:

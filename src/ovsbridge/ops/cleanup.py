@@ -78,6 +78,11 @@ class CleanupBackend(GuestProbe, Protocol):
     def delete_link(self, link: KernelLink) -> bool: ...
     def drop_lease(self, guest_key: str, ifname: str) -> bool: ...
     def lock_free(self, guest_key: str, ifname: str) -> bool: ...
+    def hold_lock(self, guest_key: str, ifname: str) -> bool:
+        """Take GUEST_KEY/IFNAME's lock if nobody holds it, and keep it until release_locks."""
+        ...
+    def release_locks(self) -> None: ...
+    def link_alias(self, name: str) -> str | None: ...
 
 
 class BackendProbe:
@@ -269,6 +274,15 @@ def cleanup(backend: CleanupBackend, bridge: str | None = None, *, dry_run: bool
 
         raise NotFound(f'bridge "{bridge}" does not exist',
                        hint="list bridges with 'ovs-vsctl list-br'")
+    try:
+        return _cleanup(backend, bridge, dry_run, min_age, now, select, incomplete_only)
+    finally:
+        backend.release_locks()
+
+
+def _cleanup(backend: CleanupBackend, bridge: str | None, dry_run: bool, min_age: float,
+             now: float | None, select: Callable[[PortFacts], bool] | None,
+             incomplete_only: bool) -> CleanupResult:
     facts = [f for f in backend.port_facts(bridge) if select is None or select(f)]
     links = backend.kernel_links()  # NOTE: after the OVS read; see the module docstring
     clock = time.time() if now is None else now
@@ -278,6 +292,8 @@ def cleanup(backend: CleanupBackend, bridge: str | None = None, *, dry_run: bool
         port = item.port
         owner = owner_of(port)
         verdict = assess(port, owner, links, backend)
+        if verdict.reason.startswith("incomplete"):
+            verdict = _confirm_incomplete(backend, port, links)
         shield = protection(item, owner, links)
         age = _age(port, clock)
         cid, name, ifname = _identity(port, owner)
@@ -304,7 +320,8 @@ def cleanup(backend: CleanupBackend, bridge: str | None = None, *, dry_run: bool
                                        verdict.reason)))
     orphans: list[KernelLink] = []
     if bridge is None and select is None:
-        orphans = orphan_links(links, {f.port.port for f in facts}, backend.lock_free)
+        orphans = [o for o in orphan_links(links, {f.port.port for f in facts},
+                                           backend.lock_free) if _still_orphan(backend, o)]
     if dry_run:
         return CleanupResult(True, tuple(e for _, e in doomed), tuple(kept),
                              links_deleted=tuple(o.name for o in orphans))
@@ -353,6 +370,28 @@ def _after_removal(backend: CleanupBackend, removed: Iterable[PortFacts],
             except Exception as exc:  # reported; the OVS part is done
                 notes.append(f"host interface {link.name} not deleted: {exc}")
     return tuple(leases), tuple(deleted), tuple(notes)
+
+
+def _confirm_incomplete(backend: CleanupBackend, port: OvsPort,
+                        links: Mapping[str, KernelLink]) -> Verdict:
+    """An attachment judged incomplete: take its lock (kept until the removal is done) and
+    read its identity again, so an attach that finished meanwhile is never taken for dead."""
+    parsed = naming.parse_link_alias(links[port.port].alias)
+    assert parsed is not None
+    if not backend.hold_lock(parsed[1], parsed[2]):
+        return Verdict("ok", "attach in progress")
+    now = naming.parse_link_alias(backend.link_alias(port.port))
+    if now is None or now[0] != naming.ALIAS_BUILDING:
+        return Verdict("ok", "healthy (its attach has just finished)")
+    return Verdict("stale", "incomplete attachment (its attach was killed)")
+
+
+def _still_orphan(backend: CleanupBackend, link: KernelLink) -> bool:
+    """Hold the lock of an orphan veth's guest interface, then check it is still the same."""
+    parsed = naming.parse_link_alias(link.alias)
+    if parsed is None or not backend.hold_lock(parsed[1], parsed[2]):
+        return False
+    return backend.link_alias(link.name) == link.alias
 
 
 def _link_proves(link: KernelLink, port: OvsPort) -> bool:

@@ -69,6 +69,18 @@ def guest_lock(guest_key: str, ifname: str, timeout: float = LOCK_TIMEOUT) -> It
         os.close(fd)
 
 
+def try_hold(guest_key: str, ifname: str) -> int | None:
+    """Take the lock of GUEST_KEY/IFNAME if nobody holds it: its fd (close it to release),
+    or None when it is held."""
+    fd = _open(guest_key, ifname)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def is_free(guest_key: str, ifname: str) -> bool:
     """True when nobody holds the lock of GUEST_KEY/IFNAME right now."""
     path = lock_path(guest_key, ifname)
