@@ -23,12 +23,9 @@ log = logging.getLogger(__name__)
 
 Command = tuple[str, ...]
 
-PORT_COLUMNS = ("_uuid", "name", "interfaces", "tag", "trunks", "vlan_mode", "qos",
-                "external_ids")
-QOS_OWNER = "ovsbridge.owner=ovsbridge"
+PORT_COLUMNS = ("_uuid", "name", "interfaces", "tag", "external_ids")
 IFACE_COLUMNS = ("_uuid", "name", "ofport", "type", "error", "mtu", "mtu_request",
-                 "mac_in_use", "external_ids", "options", "link_state",
-                 "ingress_policing_rate", "ingress_policing_burst")
+                 "mac_in_use", "external_ids", "options", "link_state")
 BRIDGE_COLUMNS = ("_uuid", "name", "ports", "datapath_type", "external_ids", "other_config")
 
 
@@ -256,32 +253,11 @@ def add_bridge_cmds(name: str, datapath: str) -> list[Command]:
 
 
 def add_port_cmds(bridge: str, port: str, external_ids: dict[str, str],
-                  vlan: int | None, port_columns: Sequence[str] = (),
-                  iface_columns: Sequence[str] = (),
-                  qos_max_rate: int | None = None) -> list[Command]:
+                  vlan: int | None) -> list[Command]:
     add = ["add-port", bridge, port]
     if vlan is not None:
         add.append(f"tag={vlan}")
-    add.extend(port_columns)
-    commands = [cmd(*add), external_ids_args("Interface", port, external_ids)]
-    if iface_columns:
-        commands.append(cmd("set", "Interface", port, *iface_columns))
-    if qos_max_rate is not None:
-        commands += qos_create_cmds(port, qos_max_rate)
-    return commands
-
-
-def qos_create_cmds(port: str, max_rate: int) -> list[Command]:
-    """A linux-htb QoS (tagged as ours) for PORT, shaping what OVS sends out of it."""
-    ref = f"@qos_{port.replace('-', '_').replace('.', '_')}"
-    return [cmd("set", "Port", port, f"qos={ref}"),
-            cmd(f"--id={ref}", "create", "QoS", "type=linux-htb",
-                f"other-config:max-rate={max_rate}", f"external_ids:{QOS_OWNER}")]
-
-
-def qos_destroy_cmds(uuids: Iterable[str]) -> list[Command]:
-    """NOTE: QoS is a root table: a port's QoS outlives the port unless destroyed with it."""
-    return [cmd("--if-exists", "destroy", "QoS", u) for u in uuids if u]
+    return [cmd(*add), external_ids_args("Interface", port, external_ids)]
 
 
 def del_port_cmds(ports: Iterable[str]) -> list[Command]:
