@@ -115,6 +115,10 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "confirm": ("ovsbridge.cli_uplink", "confirm"),
     "daemon": ("ovsbridge.cli_daemon", "daemon"),
     "set": ("ovsbridge.cli_set", "set_command"),
+    "pipework": ("ovsbridge.cli_pipework", "pipework"),
+    "adopt": ("ovsbridge.cli_adopt", "adopt"),
+    "doctor": ("ovsbridge.cli_doctor", "doctor"),
+    "completion": ("ovsbridge.cli_complete", "completion"),
 }
 
 
@@ -133,6 +137,9 @@ class OvsbridgeGroup(click.Group):
         module_name, attr = LAZY_COMMANDS[cmd_name]
         command = getattr(importlib.import_module(module_name), attr)
         assert isinstance(command, click.Command)
+        importlib.import_module("ovsbridge.cli_examples").add_examples(cmd_name, command)
+        if os.environ.get("_OVSBRIDGE_COMPLETE"):  # only while completing: keep start-up cheap
+            importlib.import_module("ovsbridge.cli_complete").add_completion(command)
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -157,6 +164,7 @@ class OvsbridgeGroup(click.Group):
              **extra: Any) -> Any:
         """Usage errors become one ``error:`` line and exit 2, like every other error."""
         argv = list(sys.argv[1:] if args is None else args)
+        argv = ["pipework", *argv] if os.path.basename(sys.argv[0]) == "pipework" else argv
         try:
             code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:

@@ -3,7 +3,8 @@
 A port is judged by ``assess`` (shared with ``ovsbridge ps``): stale when its kernel interface
 is gone, when OVS reports an error or ofport -1 on it, or when the guest it records is gone,
 stopped or restarted into another netns. Only ports made by ovsbridge, pipework (``pipework.*``
-external_ids), ovs-docker (``container_id``) or untagged veth ports are candidates; uplinks,
+external_ids), ovs-docker (``container_id``) or untagged veth ports are candidates (see
+``identity`` for the keys each tool really writes); uplinks,
 internal, patch and tunnel ports, bonds, ports other tools tagged, and ports younger than
 ``MIN_AGE`` seconds are never removed. All removals are one OVSDB transaction (by port UUID,
 so a port re-created under the same name meanwhile is untouched), then the DHCP leases of the
@@ -156,11 +157,8 @@ def _guest_verdict(kind: str, state: str) -> Verdict:
 
 
 def _recorded_container(port: OvsPort, owner: str) -> str | None:
-    if owner == "ovs-docker":
-        return port.external_ids.get("container_id") or None
-    if owner == "pipework":
-        ids = {**port.port_external_ids, **port.external_ids}
-        return ids.get("pipework.container_id") or None
+    if owner in ("ovs-docker", "pipework"):
+        return identity(port, owner).container_id
     return None
 
 
@@ -245,18 +243,42 @@ class CleanupResult:
                 "notes": list(self.notes)}
 
 
-def _identity(port: OvsPort, owner: str) -> tuple[str | None, str | None, str | None]:
+@dataclass(frozen=True)
+class Identity:
+    """Whose port this is, as its maker's tags record it (None: not recorded)."""
+
+    container_id: str | None = None
+    container_name: str | None = None
+    ifname: str | None = None  # inside the guest
+    pid: int | None = None  # pipework: the container's pid when it ran
+
+
+def identity(port: OvsPort, owner: str) -> Identity:
+    """Read a port's tags under the keys its maker really writes.
+
+    pipework records the full container id, docker's name with its leading "/", and the
+    pid, but not the interface name inside the container; ovs-docker records whatever its
+    user typed as the container (a name or an id) and the interface name.
+    """
     ids = port.external_ids
     if owner == "ovsbridge":
-        return (ids.get(naming.K_CONTAINER_ID), ids.get(naming.K_CONTAINER_NAME),
-                ids.get(naming.K_IFNAME))
+        return Identity(ids.get(naming.K_CONTAINER_ID), ids.get(naming.K_CONTAINER_NAME),
+                        ids.get(naming.K_IFNAME))
     if owner == "ovs-docker":
-        return ids.get("container_id"), None, ids.get("container_iface")
+        return Identity(ids.get(naming.OD_CONTAINER_ID) or None, None,
+                        ids.get(naming.OD_CONTAINER_IFACE) or None)
     if owner == "pipework":
         pw = {**port.port_external_ids, **ids}
-        return (pw.get("pipework.container_id"), pw.get("pipework.container_name"),
-                pw.get("pipework.ifname"))
-    return None, None, None
+        name = pw.get(naming.PW_CONTAINER_NAME, "").lstrip("/") or None
+        nspid = pw.get(naming.PW_NSPID, "")
+        return Identity(pw.get(naming.PW_CONTAINER_ID) or None, name, None,
+                        int(nspid) if nspid.isdigit() else None)
+    return Identity()
+
+
+def _identity(port: OvsPort, owner: str) -> tuple[str | None, str | None, str | None]:
+    found = identity(port, owner)
+    return found.container_id, found.container_name, found.ifname
 
 
 def cleanup(backend: CleanupBackend, bridge: str | None = None, *, dry_run: bool = False,

@@ -13,6 +13,7 @@ from typing import Any
 from ovsbridge import naming
 from ovsbridge.model import PortRecord
 from ovsbridge.ops.backend import Backend, OvsPort
+from ovsbridge.ops.cleanup import identity
 
 KERNEL_TYPES = ("", "system")
 
@@ -23,7 +24,7 @@ def owner_of(port: OvsPort) -> str:
         return "ovsbridge"
     if any(k.startswith("pipework.") for k in (*ids, *port.port_external_ids)):
         return "pipework"
-    if "container_id" in ids:
+    if naming.OD_CONTAINER_ID in ids:
         return "ovs-docker"
     return "unknown"
 
@@ -62,15 +63,13 @@ def port_map(backend: Backend, bridge: str | None = None,
                     if lease.get(key) is not None:
                         extra[key] = str(lease[key])
             addresses, details = address_details(ids, addresses, lease, lease6)
-        elif owner == "ovs-docker":
-            cid = ids.get("container_id")
-            name, ifname, mac, addresses, mode = cid, ids.get("container_iface"), None, (), None
         else:
-            pw = {**port.port_external_ids, **ids}
-            cid = pw.get("pipework.container_id") if owner == "pipework" else None
-            name = pw.get("pipework.container_name") if owner == "pipework" else None
-            ifname = pw.get("pipework.ifname") if owner == "pipework" else None
+            # NOTE: pipework and ovs-docker tags, under the keys those tools really write.
+            found = identity(port, owner)
+            cid, name, ifname = found.container_id, found.container_name, found.ifname
             mac, addresses, mode = None, (), None
+            if owner == "ovs-docker":
+                name = name or cid
         records.append(PortRecord(
             bridge=port.bridge, port=port.port, ofport=port.ofport, container_id=cid,
             container_name=name, ifname=ifname, mac=mac, addresses=addresses, vlan=port.vlan,
