@@ -114,6 +114,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "teardown-bridge": ("ovsbridge.cli_uplink", "teardown_bridge"),
     "confirm": ("ovsbridge.cli_uplink", "confirm"),
     "daemon": ("ovsbridge.cli_daemon", "daemon"),
+    "set": ("ovsbridge.cli_set", "set_command"),
     "pipework": ("ovsbridge.cli_pipework", "pipework"),
     "adopt": ("ovsbridge.cli_adopt", "adopt"),
     "doctor": ("ovsbridge.cli_doctor", "doctor"),

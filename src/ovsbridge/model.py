@@ -16,7 +16,8 @@ from ovsbridge.errors import BadInput
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-ADDRESS_FORMS = "IP/PREFIX, IP/PREFIX@GATEWAY, a comma-separated list of them, 'dhcp' or 'none'"
+ADDRESS_FORMS = ("IP/PREFIX, IP/PREFIX@GATEWAY, 'dhcp', 'dhcp6', 'slaac', a comma-separated list "
+                 "of them, or 'none'")
 _IFNAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,15}")
 _MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 _DECIMAL_RE = re.compile(r"[0-9]+")
@@ -62,7 +63,10 @@ class StaticAddress:
 
 # Dynamic address modes and the address family each one configures. "dhcp" is DHCPv4; later
 # modes (e.g. "dhcp6", "slaac") add themselves here.
-DYNAMIC_MODES: dict[str, int] = {"dhcp": 4}
+DYNAMIC_MODES: dict[str, int] = {"dhcp": 4, "dhcp6": 6, "slaac": 6}
+# Modes whose family's default route comes from router advertisements (a static gateway of
+# that family would be a second one).
+RA_MODES = frozenset({"dhcp6", "slaac"})
 
 
 @dataclass(frozen=True)
@@ -128,8 +132,17 @@ def parse_address_plan(text: str) -> AddressPlan:
         else:
             statics.append(parse_static(word))
     _check_statics(statics, raw)
-    for mode in dynamic:
+    for mode in sorted(dynamic):
         version = DYNAMIC_MODES[mode]
+        if mode in RA_MODES:
+            # NOTE: an IPv6 static address may sit next to SLAAC/DHCPv6 (a ULA, say), but
+            # not a static gateway: the RA already gives the default route.
+            clash = next((s for s in statics if s.version == 6 and s.gateway), None)
+            if clash is not None:
+                raise BadInput(f"two IPv6 gateways in {raw!r}: '{mode}' takes the default "
+                               f"route from router advertisements, and {clash} gives one",
+                               hint="drop the '@GATEWAY' of the static IPv6 address")
+            continue
         clash = next((s for s in statics if s.version == version), None)
         if clash is not None:
             raise BadInput(f"IPv{version} is asked both by '{mode}' and as {clash} in {raw!r}",
@@ -391,6 +404,12 @@ class PortRecord:
     owner: str
     extra: dict[str, str] = field(default_factory=dict, compare=False)
     mtu: int | None = None
+    # issue 11; new keys only, so older --json consumers keep working
+    address_details: tuple[dict[str, object], ...] = ()  # address, origin, lease times
+    vlan_mode: str | None = None  # access | trunk | native-untagged (None: OVS default)
+    trunks: tuple[int, ...] = ()
+    rate_limit: int | None = None  # Mbit/s (OVS ingress policing)
+    burst: int | None = None  # KB
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -408,4 +427,69 @@ class PortRecord:
             "owner": self.owner,
             "mtu": self.mtu,
             "ovn": {k[4:]: v for k, v in self.extra.items() if k.startswith("ovn_")} or None,
+            "address_details": [dict(d) for d in self.address_details],
+            "vlan_mode": self.vlan_mode,
+            "trunks": list(self.trunks),
+            "rate_limit": self.rate_limit,
+            "burst": self.burst,
         }
+
+
+# ----- port features: trunks, rate limits (issue 11) ---------------------------------------
+MAX_RATE_MBPS = 100_000  # 100 Gbit/s; OVS takes kbps in a 32-bit column
+MAX_BURST_KB = 10_000_000
+
+
+def parse_trunks(text: str) -> tuple[int, ...]:
+    """``10,20,30`` or ranges ``100-110``: the VLANs a trunk port carries, sorted, unique."""
+    raw = text.strip()
+    if not raw:
+        raise BadInput("--trunk is empty", hint="give VLAN tags such as 10,20,30 or 100-110")
+    tags: set[int] = set()
+    for part in raw.split(","):
+        part = part.strip()
+        first, dash, last = part.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise BadInput(f'trunk VLAN "{part}" in "{raw}" is not a number or a range',
+                           hint="give VLAN tags such as 10,20,30 or 100-110")
+        lo, hi = int(first), int(last) if dash else int(first)
+        if hi < lo:
+            raise BadInput(f'trunk VLAN range "{part}" ends before it starts',
+                           hint="write LOW-HIGH, e.g. 100-110")
+        for tag in (lo, hi):
+            if not 1 <= tag <= 4094:
+                raise BadInput(f'trunk VLAN {tag} in "{raw}" is out of range',
+                               hint="use VLAN tags from 1 to 4094")
+        if lo in tags and not dash:
+            raise BadInput(f'trunk VLAN {lo} is given twice in "{raw}"', hint="list it once")
+        tags.update(range(lo, hi + 1))
+    return tuple(sorted(tags))
+
+
+def format_trunks(tags: tuple[int, ...]) -> str:
+    return ",".join(str(t) for t in tags)
+
+
+def parse_rate(text: str, what: str = "--rate-limit") -> int:
+    """A rate in Mbit/s (a whole number, 1..100000)."""
+    raw = text.strip().lower().removesuffix("mbps").removesuffix("mbit").strip()
+    if not raw.isdigit():
+        raise BadInput(f'{what} "{text}" is not a whole number of Mbit/s',
+                       hint=f"e.g. {what} 100 (Mbit/s)")
+    value = int(raw)
+    if not 1 <= value <= MAX_RATE_MBPS:
+        raise BadInput(f"{what} {value} is out of range",
+                       hint=f"use 1 to {MAX_RATE_MBPS} Mbit/s")
+    return value
+
+
+def parse_burst(text: str) -> int:
+    """A burst size in kilobytes (1..10000000)."""
+    raw = text.strip().lower().removesuffix("kb").strip()
+    if not raw.isdigit():
+        raise BadInput(f'--burst "{text}" is not a whole number of kilobytes',
+                       hint="e.g. --burst 1000 (KB)")
+    value = int(raw)
+    if not 1 <= value <= MAX_BURST_KB:
+        raise BadInput(f"--burst {value} is out of range", hint=f"use 1 to {MAX_BURST_KB} KB")
+    return value

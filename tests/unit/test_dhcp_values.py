@@ -50,8 +50,8 @@ def test_hostile_domain_from_the_server_is_dropped_and_logged_escaped(
         assert "\n" not in record.getMessage() and "\r" not in record.getMessage()
     text = render_resolv_conf("nameserver 127.0.0.11\noptions ndots:0\n", lease)
     assert "198.51.100.66" not in text and "evil" not in text
-    assert [line.split()[0] for line in text.splitlines()] == [
-        "#", "nameserver", "nameserver", "options"]
+    words = [line.split()[0] for line in text.splitlines() if not line.startswith("#")]
+    assert sorted(words) == ["nameserver", "nameserver", "options"]
 
 
 def test_a_valid_domain_is_kept_in_lower_case_without_its_trailing_dot() -> None:
@@ -74,8 +74,8 @@ def test_resolv_conf_never_gets_a_line_from_a_lease_made_by_hand() -> None:
     lease = replace(make_lease(), domain="x.test\nnameserver 198.51.100.66",
                     dns=("203.0.113.1\nsearch evil", "203.0.113.2", "fe80::1", "2001:db8::53"))
     text = render_resolv_conf("", lease)
-    assert text.splitlines() == [
-        text.splitlines()[0], "nameserver 203.0.113.2", "nameserver 2001:db8::53"]
+    assert [line for line in text.splitlines() if not line.startswith("# ovsbridge")] == [
+        "nameserver 203.0.113.2", "nameserver 2001:db8::53"]
 
 
 def test_write_resolv_conf_leaves_the_file_alone_when_nothing_valid_is_left(tmp_path) -> None:
@@ -140,8 +140,11 @@ def test_hostname_for_a_container_name_is_always_valid() -> None:
 def test_nothing_a_server_sends_adds_a_line_to_resolv_conf(domain: str, dns: list[str]) -> None:
     lease = replace(make_lease(), domain=domain, dns=tuple(dns))
     lines = render_resolv_conf("options ndots:0\n", lease).splitlines()
-    assert lines[0].startswith("# ovsbridge:") and lines[-1] == "options ndots:0"
-    for line in lines[1:-1]:
+    assert "options ndots:0" in lines
+    for line in lines:
+        if line.startswith("# ovsbridge") or line == "options ndots:0":
+            assert line.isprintable()
+            continue
         word, _, value = line.partition(" ")
         assert word in ("search", "nameserver") and value.isprintable() and " " not in value
         if word == "search":

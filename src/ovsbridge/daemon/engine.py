@@ -111,10 +111,9 @@ def _in_daemon_backends(daemon: Any, loop: Any, db: str | None) -> tuple[Any, An
     import asyncio
     import dataclasses
 
-    from ovsbridge.ops.leases import GuestRef, HoldOptions
+    from ovsbridge.ops.leases import GuestRef, HoldOptions, lease_from_record
     from ovsbridge.system.backend import RealBackend
     from ovsbridge.system.cleanup_backend import RealCleanupBackend
-    from ovsbridge.system.dhcp import Lease
     from ovsbridge.system.ovs import Ovs
 
     def call(coro: Any, timeout: float = 30.0) -> Any:
@@ -125,7 +124,8 @@ def _in_daemon_backends(daemon: Any, loop: Any, db: str | None) -> tuple[Any, An
                         options: dict[str, Any]) -> None:
             lease_dict = lease.to_dict() if hasattr(lease, "to_dict") else dict(lease)
             call(daemon.keeper.hold(GuestRef.from_dict(dataclasses.asdict(guest)), ifname,
-                                    Lease.from_dict(lease_dict), HoldOptions.from_dict(options)))
+                                    lease_from_record(lease_dict),
+                                    HoldOptions.from_dict(options)))
 
         def daemon_drop(self, guest_key: str, ifname: str, release: bool) -> None:
             call(daemon.keeper.drop(guest_key, ifname, release=release))
@@ -134,7 +134,10 @@ def _in_daemon_backends(daemon: Any, loop: Any, db: str | None) -> tuple[Any, An
             out: dict[tuple[str, str], dict[str, Any]] = {}
             for item in daemon.keeper.status():
                 guest = item.get("guest") or {}
-                out[(str(guest.get("key", "")), str(item.get("ifname", "")))] = item
+                ifname = str(item.get("ifname", ""))
+                if item.get("family") == 6:
+                    ifname += "#6"  # DHCPv6 next to DHCPv4 (as RealBackend.daemon_leases)
+                out[(str(guest.get("key", "")), ifname)] = item
             return out
 
     class InDaemonCleanup(RealCleanupBackend):

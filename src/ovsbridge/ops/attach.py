@@ -18,6 +18,7 @@ if building the new one fails, the old one is rebuilt from the request it record
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -40,6 +41,7 @@ from ovsbridge.errors import (
     OvsbridgeError,
 )
 from ovsbridge.model import Guest, GuestSpec, StaticAddress
+from ovsbridge.ops import addressing, ipv6, ports
 from ovsbridge.ops import ovn as ovn_ops
 from ovsbridge.ops.backend import Backend, BridgeInfo, NewPort, OvsPort
 from ovsbridge.ops.undo import UndoStack
@@ -66,9 +68,10 @@ class AttachResult:
     addresses: tuple[str, ...]
     lease: dict[str, Any] | None = None
     notes: tuple[str, ...] = field(default=())
+    extra: dict[str, Any] = field(default_factory=dict)  # lease6, slaac (ops/ipv6.py)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        return {**self.extra,
             "status": self.status, "bridge": self.bridge, "port": self.port,
             "container": self.guest, "container_id": self.container_id,
             "ifname": self.ifname, "mac": self.mac, "mtu": self.mtu, "vlan": self.vlan,
@@ -349,7 +352,8 @@ def _build(backend: Backend, work: _Work, bridge: BridgeInfo, guest: Guest) -> N
         undo.step_done("offload")
     addresses = tuple(str(s) for s in req.plan.statics)
     work.port = NewPort(host_name, _external_ids(guest, req, work.mac, work.mtu,
-                                                 req.fingerprint(), addresses), req.vlan)
+                                                 req.fingerprint(), addresses), req.vlan,
+                        *ports.columns(req), ports.qos_max_rate(req))
     work.port.external_ids.update(work.ovn.external_ids() if work.ovn else {})
 
 
@@ -410,12 +414,20 @@ def _configure(backend: Backend, work: _Work) -> AttachResult:
     if "dhcp" in req.plan.dynamic:
         lease_json = _apply_dhcp(backend, undo, guest, req, work.mac)
         addresses = (str(lease_json["address"]), *addresses)
+        work.mtu = addressing.apply_lease_mtu(backend, undo, guest, req, work.host_name,
+                                              work.mtu, lease_json)
+    v6 = ipv6.configure(backend, undo, guest, req, work.mac) if ipv6.wanted(req.plan) else None
+    if v6 is not None:
+        addresses = (*addresses, *v6.addresses)
+    addressing.record_addresses(backend, work.host_name, req, addresses, lease_json, v6)
     backend.set_host_alias(work.host_name,
                            naming.link_alias(guest.key, req.ifname, naming.ALIAS_READY))
     undo.step_done("ready")
     undo.commit()
-    return _result(work.status, req.bridge, work.host_name, guest, req, work.mac, work.mtu,
-                   addresses, lease_json)
+    result = _result(work.status, req.bridge, work.host_name, guest, req, work.mac, work.mtu,
+                     addresses, lease_json)
+    return result if v6 is None else dataclasses.replace(result, notes=v6.notes,
+                                                         extra=v6.to_json())
 
 
 def _rebuild(backend: Backend, req: AttachRequest, guest: Guest) -> None:
@@ -597,7 +609,7 @@ def _remove_attachment(backend: Backend, port: OvsPort, guest: Guest | None) -> 
     key = ids.get(naming.K_CONTAINER_ID, "")
     ifname = ids.get(naming.K_IFNAME, "")
     notes = []
-    if ids.get(naming.K_MODE) == "dhcp":
+    if ids.get(naming.K_MODE) == "dhcp" or ipv6.holds_dhcp6(port):
         backend.daemon_drop(key, ifname, True)
     backend.del_ports([port.port])
     alias = backend.host_link_alias(port.port)

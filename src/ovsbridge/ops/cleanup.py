@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ovsbridge import naming
+from ovsbridge.ops import ipv6
 from ovsbridge.ops.backend import OvsPort
 
 MIN_AGE = 10.0  # seconds: a younger port of ours may be an attach in flight
@@ -375,7 +376,8 @@ def _after_removal(backend: CleanupBackend, removed: Iterable[PortFacts],
     for item in removed:
         port = item.port
         ids = port.external_ids
-        if owner_of(port) == "ovsbridge" and ids.get(naming.K_MODE) == "dhcp":
+        if owner_of(port) == "ovsbridge" and (ids.get(naming.K_MODE) == "dhcp"
+                                              or ipv6.holds_dhcp6(port)):
             key, ifname = ids.get(naming.K_CONTAINER_ID, ""), ids.get(naming.K_IFNAME, "")
             try:
                 if backend.drop_lease(key, ifname):

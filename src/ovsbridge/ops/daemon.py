@@ -32,9 +32,14 @@ from typing import Any
 
 from ovsbridge import __version__
 from ovsbridge.errors import BadInput, Conflict, EnvironmentProblem, OvsbridgeError
-from ovsbridge.ops.leases import GuestRef, HoldOptions, LeaseKeeper, LeaseStore
+from ovsbridge.ops.leases import (
+    GuestRef,
+    HoldOptions,
+    LeaseKeeper,
+    LeaseStore,
+    lease_from_record,
+)
 from ovsbridge.paths import DaemonPaths
-from ovsbridge.system.dhcp import Lease
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +364,7 @@ class Daemon:
     async def _op_hold(self, request: dict[str, Any]) -> Any:
         guest = GuestRef.from_dict(_field(request, "guest", dict))
         ifname = _field(request, "ifname", str)
-        lease = Lease.from_dict(_field(request, "lease", dict))
+        lease = lease_from_record(_field(request, "lease", dict))
         options = HoldOptions.from_dict(request.get("options") or {})
         entry = await self.keeper.hold(guest, ifname, lease, options)
         return entry.status()

@@ -32,6 +32,9 @@ from typing import Any, Protocol
 
 from ovsbridge.errors import BadInput, OvsbridgeError
 from ovsbridge.system.dhcp import GuestGone, Lease, LeaseRefused
+from ovsbridge.system.dhcp6 import Lease6, is_lease6
+
+AnyLease = Lease | Lease6
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +153,19 @@ def _str(data: dict[str, Any], key: str) -> str:
     return value
 
 
-def entry_key(guest_key: str, ifname: str) -> str:
-    return f"{guest_key}/{ifname}"
+def entry_key(guest_key: str, ifname: str, family: int = 4) -> str:
+    # NOTE: a DHCPv4 and a DHCPv6 lease may live on the same interface; v4 keeps the old
+    # key, so state files written before DHCPv6 existed still resume under it.
+    return f"{guest_key}/{ifname}" if family == 4 else f"{guest_key}/{ifname}#{family}"
+
+
+def family_of(lease: AnyLease) -> int:
+    return 6 if isinstance(lease, Lease6) else 4
+
+
+def lease_from_record(data: dict[str, Any]) -> AnyLease:
+    """A persisted or received lease of either family (DHCPv6 ones carry ``family: 6``)."""
+    return Lease6.from_dict(data) if is_lease6(data) else Lease.from_dict(data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,10 +219,16 @@ class SystemDhcp:
         self.renew_try = renew_try
 
     async def acquire(
-        self, guest: GuestRef, ifname: str, like: Lease, requested: Any | None = None
-    ) -> Lease:
-        from ovsbridge.system import dhcp
+        self, guest: GuestRef, ifname: str, like: Any, requested: Any | None = None
+    ) -> Any:
+        from ovsbridge.system import dhcp, dhcp6
 
+        if isinstance(like, Lease6):
+            return await dhcp6.acquire_async(
+                guest.netns_path, ifname, mac=like.mac, iaid=like.iaid,
+                timeout=self.acquire_timeout, requested=requested,
+                netns_inode=guest.netns_inode,
+            )
         return await dhcp.acquire_async(
             guest.netns_path,
             ifname,
@@ -221,10 +241,15 @@ class SystemDhcp:
         )
 
     async def renew(
-        self, guest: GuestRef, ifname: str, lease: Lease, *, rebind: bool
-    ) -> Lease | None:
-        from ovsbridge.system import dhcp
+        self, guest: GuestRef, ifname: str, lease: Any, *, rebind: bool
+    ) -> Any:
+        from ovsbridge.system import dhcp, dhcp6
 
+        if isinstance(lease, Lease6):
+            return await dhcp6.renew_async(
+                guest.netns_path, ifname, lease, rebind=rebind, timeout=self.renew_try,
+                netns_inode=guest.netns_inode,
+            )
         return await dhcp.renew_async(
             guest.netns_path,
             ifname,
@@ -234,9 +259,13 @@ class SystemDhcp:
             netns_inode=guest.netns_inode,
         )
 
-    async def reboot(self, guest: GuestRef, ifname: str, lease: Lease) -> Lease | None:
-        from ovsbridge.system import dhcp
+    async def reboot(self, guest: GuestRef, ifname: str, lease: Any) -> Any:
+        from ovsbridge.system import dhcp, dhcp6
 
+        if isinstance(lease, Lease6):
+            return await dhcp6.reboot_async(
+                guest.netns_path, ifname, lease, netns_inode=guest.netns_inode
+            )
         return await dhcp.reboot_async(
             guest.netns_path, ifname, lease, netns_inode=guest.netns_inode
         )
@@ -245,13 +274,20 @@ class SystemDhcp:
         self,
         guest: GuestRef,
         ifname: str,
-        lease: Lease,
+        lease: Any,
         *,
         default_route: bool,
-        previous: Lease | None,
+        previous: Any | None,
     ) -> None:
-        from ovsbridge.system import dhcp
+        from ovsbridge.system import dhcp, dhcp6
 
+        if isinstance(lease, Lease6):
+            await dhcp6.apply_lease_async(
+                guest.netns_path, ifname, lease,
+                previous=previous if isinstance(previous, Lease6) else None,
+                netns_inode=guest.netns_inode,
+            )
+            return
         await dhcp.apply_lease_async(
             guest.netns_path,
             ifname,
@@ -261,21 +297,34 @@ class SystemDhcp:
             netns_inode=guest.netns_inode,
         )
 
-    async def unapply(self, guest: GuestRef, ifname: str, lease: Lease) -> None:
-        from ovsbridge.system import dhcp
+    async def unapply(self, guest: GuestRef, ifname: str, lease: Any) -> None:
+        from ovsbridge.system import dhcp, dhcp6
 
+        if isinstance(lease, Lease6):
+            await dhcp6.unapply_lease_async(
+                guest.netns_path, ifname, lease, netns_inode=guest.netns_inode
+            )
+            return
         await dhcp.unapply_lease_async(
             guest.netns_path, ifname, lease, netns_inode=guest.netns_inode
         )
 
-    async def release(self, guest: GuestRef, ifname: str, lease: Lease) -> None:
-        from ovsbridge.system import dhcp
+    async def release(self, guest: GuestRef, ifname: str, lease: Any) -> None:
+        from ovsbridge.system import dhcp, dhcp6
 
+        if isinstance(lease, Lease6):
+            await dhcp6.release_async(
+                guest.netns_path, ifname, lease, netns_inode=guest.netns_inode
+            )
+            return
         await dhcp.release_async(guest.netns_path, ifname, lease, netns_inode=guest.netns_inode)
 
-    def write_resolv_conf(self, path: str, lease: Lease) -> None:
-        from ovsbridge.system import dhcp
+    def write_resolv_conf(self, path: str, lease: Any) -> None:
+        from ovsbridge.system import dhcp, dhcp6
 
+        if isinstance(lease, Lease6):
+            dhcp6.write_resolv_conf(path, lease)
+            return
         dhcp.write_resolv_conf(path, lease)
 
 
@@ -476,7 +525,7 @@ class GuestWatch:
 class Entry:
     guest: GuestRef
     ifname: str
-    lease: Lease
+    lease: Any  # Lease or Lease6 (AnyLease)
     options: HoldOptions
     state: str = "bound"  # bound | renewing | rebinding | rebooting | init
     renewals: int = 0
@@ -492,8 +541,12 @@ class Entry:
     kicked: bool = False  # kick() asked for now: ends a wait early, like a set ``wake``
 
     @property
+    def family(self) -> int:
+        return family_of(self.lease)
+
+    @property
     def key(self) -> str:
-        return entry_key(self.guest.key, self.ifname)
+        return entry_key(self.guest.key, self.ifname, self.family)
 
     @property
     def fault(self) -> str | None:
@@ -527,6 +580,7 @@ class Entry:
                 "pid": self.guest.pid,
             },
             "ifname": self.ifname,
+            "family": self.family,
             "state": self.shown_state,
             "dhcp_state": self.state,
             "error": self.fault,
@@ -568,13 +622,14 @@ class LeaseKeeper:
 
     # -- public -------------------------------------------------------------------------------
 
-    async def hold(self, guest: GuestRef, ifname: str, lease: Lease, options: HoldOptions) -> Entry:
+    async def hold(self, guest: GuestRef, ifname: str, lease: AnyLease,
+                   options: HoldOptions) -> Entry:
         """Start keeping LEASE (already configured by attach) on GUEST's IFNAME."""
         if lease.expired(self.clock.now()):
             raise BadInput(f"lease for {lease.address} on {ifname} has already expired")
         if self.watch and not guest_alive(guest):
             raise GuestGone(f"guest {guest.name} is gone (its netns is not {guest.netns_inode})")
-        key = entry_key(guest.key, ifname)
+        key = entry_key(guest.key, ifname, family_of(lease))
         old = self.entries.pop(key, None)
         if old is not None:
             await self._stop(old)
@@ -585,29 +640,36 @@ class LeaseKeeper:
         log.info("holding %s on %s of %s", lease.address, ifname, guest.name)
         return entry
 
-    async def drop(self, guest_key: str, ifname: str, *, release: bool = True) -> Lease | None:
-        """Stop keeping the lease; with RELEASE send DHCPRELEASE. The lease, or None."""
-        key = entry_key(guest_key, ifname)
-        entry = self.entries.pop(key, None)
-        self.store.delete(key)
-        if entry is None:
-            return None
-        await self._stop(entry)
-        if release and entry.state != "init":
-            # best effort; the netns is entered only if its inode is still the guest's
-            await self.dhcp.release(entry.guest, ifname, entry.lease)
-        log.info("dropped %s on %s of %s", entry.lease.address, ifname, entry.guest.name)
-        return entry.lease
+    async def drop(self, guest_key: str, ifname: str, *, release: bool = True) -> Any:
+        """Stop keeping the leases (DHCPv4 and DHCPv6) of IFNAME; with RELEASE send
+        DHCPRELEASE / RELEASE. The DHCPv4 lease (else the DHCPv6 one), or None."""
+        dropped = []
+        for family in (4, 6):
+            key = entry_key(guest_key, ifname, family)
+            entry = self.entries.pop(key, None)
+            self.store.delete(key)
+            if entry is None:
+                continue
+            await self._stop(entry)
+            if release and entry.state != "init":
+                # best effort; the netns is entered only if its inode is still the guest's
+                await self.dhcp.release(entry.guest, ifname, entry.lease)
+            log.info("dropped %s on %s of %s", entry.lease.address, ifname, entry.guest.name)
+            dropped.append(entry.lease)
+        return dropped[0] if dropped else None
 
     def kick(self, guest_key: str, ifname: str) -> bool:
         """Renew now (like dhclient's SIGUSR1): the entry's T1 is treated as passed."""
-        entry = self.entries.get(entry_key(guest_key, ifname))
-        if entry is None:
-            return False
-        entry.state = "renewing" if entry.state == "bound" else entry.state
-        entry.kicked = True
-        entry.wake.set()
-        return True
+        kicked = False
+        for family in (4, 6):
+            entry = self.entries.get(entry_key(guest_key, ifname, family))
+            if entry is None:
+                continue
+            entry.state = "renewing" if entry.state == "bound" else entry.state
+            entry.kicked = True
+            entry.wake.set()
+            kicked = True
+        return kicked
 
     def status(self) -> list[dict[str, Any]]:
         return [self.entries[k].status() for k in sorted(self.entries)]
@@ -934,7 +996,7 @@ def _entry_from_record(record: dict[str, Any]) -> Entry:
     entry = Entry(
         guest=GuestRef.from_dict(record["guest"]),
         ifname=parse_ifname(ifname, "ifname"),
-        lease=Lease.from_dict(record["lease"]),
+        lease=lease_from_record(record["lease"]),
         options=HoldOptions.from_dict(record.get("options")),
         resume=True,
     )

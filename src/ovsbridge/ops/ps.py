@@ -60,6 +60,7 @@ def port_map(backend: Backend, bridge: str | None = None,
         owner = owner_of(port)
         ids = port.external_ids
         extra: dict[str, str] = {}
+        details: tuple[dict[str, object], ...] = ()
         if owner == "ovsbridge":
             cid = ids.get(naming.K_CONTAINER_ID)
             name = ids.get(naming.K_CONTAINER_NAME)
@@ -68,12 +69,13 @@ def port_map(backend: Backend, bridge: str | None = None,
             addresses = tuple(a for a in ids.get(naming.K_ADDRESSES, "").split(",") if a)
             mode = ids.get(naming.K_MODE)
             lease = (leases or {}).get((cid or "", ifname or ""))
+            lease6 = (leases or {}).get((cid or "", f"{ifname}#6"))
             if lease:
-                addresses = (str(lease["address"]),) if lease.get("address") else ()
                 for key in ("expires_at", "renew_at", "state"):
                     if lease.get(key) is not None:
                         extra[key] = str(lease[key])
             extra.update(ovn_extra(ids))
+            addresses, details = address_details(ids, addresses, lease, lease6)
         else:
             # NOTE: pipework and ovs-docker tags, under the keys those tools really write.
             found = identity(port, owner)
@@ -86,6 +88,35 @@ def port_map(backend: Backend, bridge: str | None = None,
             container_name=name, ifname=ifname, mac=mac, addresses=addresses, vlan=port.vlan,
             mode=mode,
             state=port_state(backend, port, owner, host_links), owner=owner, extra=extra,
-            mtu=port.mtu,
+            mtu=port.mtu, address_details=details,
+            vlan_mode=port.vlan_mode or ("access" if port.vlan is not None else None),
+            trunks=port.trunks,
+            rate_limit=port.policing_rate // 1000 if port.policing_rate else None,
+            burst=port.policing_burst // 8 if port.policing_rate and port.policing_burst
+            else None,
         ))
     return records
+
+
+_LEASE_KEYS = ("state", "obtained_at", "renew_at", "rebind_at", "expires_at", "lease_time")
+
+
+def address_details(ids: dict[str, str], addresses: tuple[str, ...],
+                    lease: dict[str, Any] | None, lease6: dict[str, Any] | None
+                    ) -> tuple[tuple[str, ...], tuple[dict[str, object], ...]]:
+    """Every address with its origin; the daemon's current lease replaces the address
+    recorded at attach time (a renewal may have moved it) and adds its times."""
+    from ovsbridge.ops.addressing import recorded_origins
+
+    origins = recorded_origins(ids)
+    rows: list[dict[str, object]] = [
+        {"address": a, "origin": origins.get(a, "static")} for a in addresses]
+    for origin, current in (("dhcp", lease), ("dhcp6", lease6)):
+        if not current:
+            continue
+        rows = [r for r in rows if r["origin"] != origin]
+        row: dict[str, object] = {"address": current.get("address"), "origin": origin}
+        row.update({k: current.get(k) for k in _LEASE_KEYS if k in current})
+        if current.get("address"):
+            rows.insert(0 if origin == "dhcp" else len(rows), row)
+    return tuple(str(r["address"]) for r in rows), tuple(rows)

@@ -53,8 +53,10 @@ class RealBackend:
         out: dict[tuple[str, str], dict[str, Any]] = {}
         for item in status.get("leases", []):
             guest = item.get("guest") or {}
-            key = (str(guest.get("key", "")), str(item.get("ifname", "")))
-            out[key] = item
+            ifname = str(item.get("ifname", ""))
+            if item.get("family") == 6:
+                ifname += "#6"  # NOTE: DHCPv6 leases sit next to DHCPv4 ones (ops/ps.py)
+            out[(str(guest.get("key", "")), ifname)] = item
         return out
 
     # OVS: straight OVSDB (system/ovsdb.py), flat in the number of ports --------------------
@@ -129,6 +131,7 @@ class RealBackend:
             return
         ops = ovsdb.add_ports_ops(bridge, [(p.name, p.external_ids, p.vlan) for p in ports],
                                   pin_mtu)
+        ops += _port_features(ops, ports)
         try:
             self.db.transact(ops)
         except VswitchdNotApplied:
@@ -157,7 +160,7 @@ class RealBackend:
         if not uuids:
             return
         try:
-            self.db.transact(ovsdb.remove_ports_ops(uuids))
+            self.db.transact([*ovsdb.remove_ports_ops(uuids), *self._our_qos_ops(uuids)])
         except VswitchdNotApplied as exc:
             # NOTE: OVSDB committed the removal; ovs-vswitchd drops the ports when it comes
             # back. The work of detach/cleanup is done: a warning, not a failure.
@@ -171,6 +174,17 @@ class RealBackend:
             undo()
         except OvsbridgeError as exc:
             log.warning("could not take %s out of OVSDB again: %s", what, exc.message)
+
+    def _our_qos_ops(self, port_uuids: Sequence[str]) -> list[dict[str, Any]]:
+        """NOTE: QoS is a root table: the QoS ovsbridge made for a port (--rate-limit) is
+        deleted in the same transaction as the port, or it would outlive it."""
+        wanted = set(port_uuids)
+        qos = [ovsdb.optional(p.get("qos")) for p in ovsdb.full_read(self.db)[1]
+               if p.get("_uuid") in wanted]
+        return [{"op": "delete", "table": "QoS",
+                 "where": [["_uuid", "==", ["uuid", str(q)]],
+                           ["external_ids", "includes", ["map", [[QOS_KEY, "ovsbridge"]]]]]}
+                for q in qos if q]
 
     def session(self) -> AbstractContextManager[None]:
         return netns.session()
@@ -285,6 +299,86 @@ class RealBackend:
         daemon_client.drop(guest_key, ifname, release=release)
 
 
+    # IPv6, MTU, live port changes (ops/ipv6.py, ops/addressing.py, ops/ports.py) ----------
+    def ipv6_prepare(self, netns_path: str, ifname: str, autoconf: bool,
+                     default_route: bool) -> None:
+        from ovsbridge.system import slaac
+
+        slaac.prepare(netns_path, ifname, autoconf=autoconf, default_route=default_route)
+
+    def ra_wait(self, netns_path: str, ifname: str, timeout: float, need_address: bool,
+                need_route: bool = True) -> Any:
+        from ovsbridge.system import slaac
+
+        return slaac.wait(netns_path, ifname, timeout=timeout, need_address=need_address,
+                          need_route=need_route)
+
+    def dhcp6_acquire(self, netns_path: str, ifname: str, *, mac: str, timeout: float) -> Any:
+        from ovsbridge.system import dhcp6
+
+        return dhcp6.acquire(netns_path, ifname, mac=mac, timeout=timeout)
+
+    def dhcp6_unapply(self, netns_path: str, ifname: str, lease: Any) -> None:
+        from ovsbridge.system import dhcp6
+
+        dhcp6.unapply_lease(netns_path, ifname, lease)
+
+    def dhcp6_release(self, netns_path: str, ifname: str, lease: Any) -> None:
+        from ovsbridge.system import dhcp6
+
+        dhcp6.release(netns_path, ifname, lease)
+
+    def resolv_conf_update(self, path: str, source: str, dns: Any, search: Any) -> None:
+        from ovsbridge.system import resolvconf
+
+        resolvconf.update(path, source, tuple(dns), tuple(search))
+
+    def set_link_mtu(self, name: str, netns_path: str | None, mtu: int) -> None:
+        netns.set_mtu(name, mtu, netns_path)
+
+    def set_port_ids(self, port: str, ids: dict[str, str]) -> None:
+        self.db.transact([_iface_ids_op(port, ids)])
+
+    def set_port_columns(self, port: str, port_columns: tuple[str, ...],
+                         iface_columns: tuple[str, ...], ids: dict[str, str],
+                         qos_max_rate: int | None) -> None:
+        """ONE transaction: Port columns, Interface columns and ids, the QoS."""
+        current = next((p.qos for p in self.ports() if p.port == port), None)
+        prow: dict[str, Any] = {}
+        for setting in port_columns:
+            column, _, value = setting.partition("=")
+            if value == "[]":
+                prow[column] = ovsdb.encode([])
+            elif column in ("tag",):
+                prow[column] = int(value)
+            elif column == "trunks":
+                prow[column] = ovsdb.encode([int(v) for v in value.strip("[]").split(",") if v])
+            else:
+                prow[column] = value
+        irow = {c: int(v) for c, _, v in (s.partition("=") for s in iface_columns)}
+        where = [ovsdb.condition("name", "==", port)]
+        ops: list[dict[str, Any]] = []
+        if qos_max_rate is not None and current:
+            ops.append({"op": "update", "table": "QoS",
+                        "where": [["_uuid", "==", ["uuid", current]]],
+                        "row": {"other_config": ovsdb.encode(
+                            {"max-rate": str(qos_max_rate)})}})
+        elif qos_max_rate is not None:
+            ops.append({"op": "insert", "table": "QoS", "uuid-name": "qos", "row": {
+                "type": "linux-htb",
+                "other_config": ovsdb.encode({"max-rate": str(qos_max_rate)}),
+                "external_ids": ovsdb.encode({QOS_KEY: "ovsbridge"})}})
+            prow["qos"] = ovsdb.encode(ovsdb.NamedUuid("qos"))
+        elif current:
+            prow["qos"] = ovsdb.encode([])
+            ops.append({"op": "delete", "table": "QoS",
+                        "where": [["_uuid", "==", ["uuid", current]]]})
+        ops.insert(0, {"op": "update", "table": "Port", "where": where, "row": prow})
+        if irow:
+            ops.append({"op": "update", "table": "Interface", "where": where, "row": irow})
+        ops.append(_iface_ids_op(port, ids))
+        self.db.transact(ops)
+
 def list_ports(ovs_db: ovs.Ovs, bridge: str | None = None) -> list[OvsPort]:
     """Every port (but each bridge's own internal port) with its interface facts, one read."""
     return ports_of(read_snapshot(ovs_db, bridge), bridge)
@@ -320,8 +414,48 @@ def ports_of(snap: ovs.Snapshot, bridge: str | None = None,
             mac_in_use=ovs.scalar(iface.get("mac_in_use")),
             uuid=str(port.get("_uuid") or ""),
             mtu=mtu if isinstance(mtu, int) else None,
+            trunks=tuple(sorted(int(t) for t in ovsdb.as_set(port.get("trunks") or []))),
+            vlan_mode=ovs.scalar(port.get("vlan_mode")) or None,
+            policing_rate=_int_or_none(iface.get("ingress_policing_rate")),
+            policing_burst=_int_or_none(iface.get("ingress_policing_burst")),
+            qos=str(q) if (q := ovs.scalar(port.get("qos"))) else None,
         ))
     return out
+
+
+def _int_or_none(value: Any) -> int | None:
+    value = ovs.scalar(value)
+    return value if isinstance(value, int) else None
+
+
+QOS_KEY = "ovsbridge.owner"
+
+
+def _port_features(ops: list[dict[str, Any]], ports: list[NewPort]) -> list[dict[str, Any]]:
+    """Trunks, VLAN mode, policing and the QoS of ops/ports.py, written into the insert rows
+    of ADD_PORTS_OPS (so the port and its features are ONE transaction); extra QoS inserts."""
+    extra: list[dict[str, Any]] = []
+    inserts = {(op["table"], op["row"].get("name")): op["row"] for op in ops
+               if op.get("op") == "insert"}
+    for index, port in enumerate(ports):
+        prow, irow = inserts.get(("Port", port.name)), inserts.get(("Interface", port.name))
+        if prow is None or irow is None:
+            continue
+        for setting in port.port_columns:
+            column, _, value = setting.partition("=")
+            prow[column] = (ovsdb.encode([int(v) for v in value.split(",") if v])
+                            if column == "trunks" else value)
+        for setting in port.iface_columns:
+            column, _, value = setting.partition("=")
+            irow[column] = int(value)
+        if port.qos_max_rate is not None:
+            name = f"qos{index}"
+            extra.append({"op": "insert", "table": "QoS", "uuid-name": name, "row": {
+                "type": "linux-htb",
+                "other_config": ovsdb.encode({"max-rate": str(port.qos_max_rate)}),
+                "external_ids": ovsdb.encode({QOS_KEY: "ovsbridge"})}})
+            prow["qos"] = ovsdb.encode(ovsdb.NamedUuid(name))
+    return extra
 
 
 def guest_alive(kind: str, key: str, netns_inode: int) -> bool | None:
@@ -337,3 +471,10 @@ def guest_alive(kind: str, key: str, netns_inode: int) -> bool | None:
         return os.stat(path).st_ino == netns_inode
     except (FileNotFoundError, ValueError):
         return False
+
+
+def _iface_ids_op(port: str, ids: dict[str, str]) -> dict[str, Any]:
+    """Set KEYS of PORT's Interface external_ids (others kept): delete then insert."""
+    return {"op": "mutate", "table": "Interface", "where": [ovsdb.condition("name", "==", port)],
+            "mutations": [["external_ids", "delete", ovsdb.encode(sorted(ids))],
+                          ["external_ids", "insert", ovsdb.encode(dict(ids))]]}

@@ -248,6 +248,18 @@ def create_veth(host: str, peer: str, netns_path: str, mtu: int | None,
         os.close(fd)
 
 
+def set_mtu(name: str, mtu: int, netns_path: str | None = None) -> None:
+    try:
+        with _ipr(netns_path) as ipr:
+            index = _index(ipr, name)
+            if index is None:
+                raise NotFound(f"interface {name} does not exist")
+            log.debug("netlink: set %s mtu %d", name, mtu)
+            ipr.link("set", index=index, mtu=mtu)
+    except NetlinkError as exc:
+        raise _translate(exc, f"cannot set the MTU of {name} to {mtu}") from exc
+
+
 def link_alias(name: str, netns_path: str | None = None) -> str | None:
     """The ifalias of link NAME ("" when unset), or None when there is no such link."""
     try:

@@ -443,9 +443,11 @@ def client(target: str | None = None) -> OvsdbClient:
 
 # ----- the Open_vSwitch schema: the reads and writes ovsbridge needs -------------------------
 BRIDGE_COLUMNS = ("_uuid", "name", "ports", "datapath_type", "external_ids", "other_config")
-PORT_COLUMNS = ("_uuid", "name", "interfaces", "tag", "external_ids")
+PORT_COLUMNS = ("_uuid", "name", "interfaces", "tag", "trunks", "vlan_mode", "qos",
+                "external_ids")
 IFACE_COLUMNS = ("_uuid", "name", "ofport", "type", "error", "mtu", "mtu_request",
-                 "mac_in_use", "external_ids", "options", "link_state")
+                 "mac_in_use", "external_ids", "options", "link_state", "ingress_policing_rate",
+                 "ingress_policing_burst")
 
 
 def select_op(table: str, where: Sequence[list[Any]] = (),
