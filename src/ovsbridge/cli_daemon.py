@@ -44,6 +44,10 @@ def run(log_level: str) -> None:
     logger.addHandler(handler)
     logger.setLevel(log_level.upper())
     logger.propagate = False
+    import os
+
+    if app().db:  # the daemon serves the OVSDB it was started for (--db or OVSBRIDGE_DB)
+        os.environ["OVSBRIDGE_DB"] = app().db or ""
     run_daemon(daemon_paths(), plugins=default_plugins())
 
 

@@ -181,7 +181,7 @@ def build_attach_request(fields: Mapping[str, Any]) -> AttachRequest:
         replace=field("replace", lambda: _bool(fields, "replace", False)),
         dhcp_timeout=field("dhcp_timeout",
                            lambda: _positive(fields, "dhcp_timeout", DEFAULT_DHCP_TIMEOUT)),
-        hostname=_text(fields, "hostname"),
+        hostname=field("hostname", lambda: _hostname(fields)),
         default_route=field("default_route", lambda: _bool(fields, "default_route", True)),
         dns=field("dns", lambda: _bool(fields, "dns", True)),
         ovn_switch=field("ovn_switch", lambda: _ovn_name(fields, "ovn_switch")),
@@ -272,6 +272,13 @@ def parse_static(text: str) -> StaticAddress:
     from ovsbridge.model import parse_static as parse
 
     return parse(text)
+
+
+def _hostname(fields: Mapping[str, Any]) -> str | None:
+    from ovsbridge.dnsname import parse_hostname
+
+    value = _text(fields, "hostname")
+    return parse_hostname(value) if value is not None else None
 
 
 def _text(fields: Mapping[str, Any], name: str) -> str | None:

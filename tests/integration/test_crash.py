@@ -253,10 +253,6 @@ def test_sigkill_of_attach_100_times(site, make_container) -> None:
     _run(site, make_container, kills=int(os.environ.get("OVSBRIDGE_CRASH_KILLS") or 100))
 
 
-@pytest.mark.xfail(reason="ops/cleanup.py orphan_links judges every ovsbridge veth that no port "
-                          "of ITS OVSDB uses and whose lock in ITS run dir is free: a cleanup "
-                          "against another OVSDB (--db) or from another run dir deletes the "
-                          "working attachments of this one (lead: see the harden report)")
 def test_a_cleanup_against_another_ovsdb_leaves_this_ones_attachments_alone(
     site, lab_session, make_container
 ) -> None:

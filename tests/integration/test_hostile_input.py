@@ -163,8 +163,6 @@ def test_a_domain_with_a_newline_from_a_real_dnsmasq_adds_no_line_to_resolv_conf
     assert ovsbridge("detach", box.name).returncode == 0
 
 
-@pytest.mark.xfail(reason="needs the request builder (request.py) to check --hostname with "
-                          "dnsname.parse_hostname; ops/attach.py rewrites it silently today")
 def test_a_hostile_hostname_is_refused_and_leaves_nothing(
     bridge, dhcp_server, home, make_container, ovsbridge
 ):

@@ -105,7 +105,7 @@ def _cleanup(payload: dict[str, Any], backend: Any) -> dict[str, Any]:
 
 
 # ----- the daemon side ----------------------------------------------------------------------
-def _in_daemon_backends(daemon: Any, loop: Any, db: str | None) -> tuple[Any, Any]:
+def in_daemon_backends(daemon: Any, loop: Any, db: str | None) -> tuple[Any, Any]:
     """A Backend and a CleanupBackend whose lease calls go straight to DAEMON's keeper (on
     LOOP) instead of through the socket to ourselves."""
     import asyncio
@@ -169,7 +169,7 @@ def plugin(daemon: Any) -> None:
             if not isinstance(payload, dict):
                 raise BadInput("request field 'payload' must be an object")
             loop = asyncio.get_running_loop()
-            backend, cleanup_backend = _in_daemon_backends(daemon, loop, db)
+            backend, cleanup_backend = in_daemon_backends(daemon, loop, db)
 
             def emit_soon(progress: dict[str, Any]) -> None:
                 loop.call_soon_threadsafe(emit, progress)
@@ -192,7 +192,7 @@ async def _sweep_at_start(daemon: Any) -> None:
     from ovsbridge.ops.cleanup import cleanup
 
     loop = asyncio.get_running_loop()
-    _, cleanup_backend = _in_daemon_backends(daemon, loop, os.environ.get("OVSBRIDGE_DB"))
+    _, cleanup_backend = in_daemon_backends(daemon, loop, os.environ.get("OVSBRIDGE_DB"))
     try:
         result = await asyncio.to_thread(cleanup, cleanup_backend, None, incomplete_only=True)
     except OvsbridgeError as exc:

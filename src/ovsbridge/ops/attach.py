@@ -299,6 +299,11 @@ def _prepare(backend: Backend, work: _Work, bridge: BridgeInfo,
     leftover = False
     if alias is not None and not (old is not None and old.port == host_name):
         parsed = naming.parse_link_alias(alias)
+        # NOTE: a veth is created first and tagged right after (the kernel ignores an alias
+        # in the create request): one killed in between has no identity yet, but its name,
+        # derived from this guest and ifname, proves whose it is (we hold the lock).
+        if alias == "" and host_name == naming.host_ifname(guest.key, req.ifname):
+            parsed = (naming.ALIAS_BUILDING, guest.key, req.ifname)
         if parsed is None or parsed[1:] != (guest.key, req.ifname):
             raise Conflict(f"host interface {host_name} already exists and is not "
                            f"ovsbridge's for {_describe(guest)}",

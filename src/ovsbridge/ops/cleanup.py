@@ -441,12 +441,15 @@ def _link_proves(link: KernelLink, port: OvsPort) -> bool:
 
 def orphan_links(links: Mapping[str, KernelLink], port_names: Collection[str],
                  lock_free: Callable[[str, str], bool]) -> list[KernelLink]:
-    """Host veths ovsbridge made (by their identity) that no OVS port uses and that no
-    operation holds: the leftovers of an attach killed before its port was added."""
+    """Host veths ovsbridge made (by their identity) that are still ``building``, that no OVS
+    port uses and that no operation holds: the leftovers of an attach killed before its port
+    was added. NOTE: a ``ready`` veth with no port here may belong to another OVSDB (a
+    simulated host, ``--db``): it is never an orphan of ours."""
     out = []
     for link in links.values():
         parsed = naming.parse_link_alias(link.alias)
-        if parsed is None or link.name in port_names or link.kind != "veth":
+        if parsed is None or parsed[0] != naming.ALIAS_BUILDING or link.name in port_names \
+                or link.kind != "veth":
             continue
         if lock_free(parsed[1], parsed[2]):
             out.append(link)

@@ -375,10 +375,12 @@ class SystemActions:
         return Ovs(db=self.db)
 
     def attach(self, request: AttachRequest) -> Any:
+        from ovsbridge.daemon.engine import in_daemon_backends
         from ovsbridge.ops.attach import attach
-        from ovsbridge.system.backend import RealBackend
 
-        return attach(RealBackend(self._ovs()), request)
+        assert self.loop is not None
+        backend, _ = in_daemon_backends(self.daemon, self.loop, self.db)
+        return attach(backend, request)
 
     def _cleanup_backend(self) -> Any:
         from ovsbridge.system.cleanup_backend import RealCleanupBackend
