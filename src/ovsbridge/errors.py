@@ -100,3 +100,35 @@ class WrongDaemon(EnvironmentProblem):
 
 class VswitchdNotApplied(EnvironmentProblem):
     """OVSDB committed a change but ovs-vswitchd did not apply it in time (exit 5)."""
+
+
+class DaemonAlreadyRunning(Conflict):
+    """Another daemon holds the lock."""
+
+
+class GuestGone(NotFound):
+    """The guest's network namespace, or its interface, no longer exists."""
+
+
+class DockerGone(EnvironmentProblem):
+    """dockerd cannot be reached, or the connection to it was lost."""
+
+
+class LeaseRefused(OperationFailed):
+    """The server answered DHCPNAK: the lease (or the requested address) is no longer ours."""
+
+
+class AddressInUse(OperationFailed):
+    """Duplicate address detection failed for a leased address."""
+
+
+class DaemonNotRunning(NotFound):
+    """No ovsbridge daemon answers on the socket."""
+
+    def __init__(self, paths: Any) -> None:  # an ovsbridge.paths.DaemonPaths
+        super().__init__(
+            f"no ovsbridge daemon is running (no answer on {paths.socket})",
+            hint="it starts with the first 'ovsbridge attach ... dhcp', "
+            "or run 'ovsbridge daemon run'",
+            socket=paths.socket,
+        )

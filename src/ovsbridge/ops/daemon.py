@@ -31,7 +31,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ovsbridge import __version__
-from ovsbridge.errors import BadInput, Conflict, EnvironmentProblem, OvsbridgeError
+from ovsbridge.errors import (
+    BadInput,
+    DaemonAlreadyRunning,
+    EnvironmentProblem,
+    OvsbridgeError,
+)
 from ovsbridge.ops.leases import (
     GuestRef,
     HoldOptions,
@@ -54,8 +59,6 @@ TASK_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 GUARD_INTERVAL = 2.0
 
 
-class DaemonAlreadyRunning(Conflict):
-    """Another daemon holds the lock."""
 
 
 def ensure_private_dir(path: str, what: str = "directory") -> None:

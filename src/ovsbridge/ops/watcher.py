@@ -33,9 +33,9 @@ from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ovsbridge.errors import BadInput, OvsbridgeError
+from ovsbridge.errors import BadInput, DockerGone, OvsbridgeError
 from ovsbridge.request import AttachRequest, build_attach_request
-from ovsbridge.system.docker_events import ContainerEvent, DockerGone, RunningContainer
+from ovsbridge.system.docker_events import ContainerEvent, RunningContainer
 
 log = logging.getLogger(__name__)
 

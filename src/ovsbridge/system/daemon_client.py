@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 from ovsbridge.errors import (
     BadInput,
     Conflict,
+    DaemonNotRunning,
     EnvironmentProblem,
     NotFound,
     OperationFailed,
@@ -52,16 +53,6 @@ ENGINE_TIMEOUT = 900.0
 _spawned: dict[int, subprocess.Popen[bytes]] = {}
 
 
-class DaemonNotRunning(NotFound):
-    """No ovsbridge daemon answers on the socket."""
-
-    def __init__(self, paths: DaemonPaths) -> None:
-        super().__init__(
-            f"no ovsbridge daemon is running (no answer on {paths.socket})",
-            hint="it starts with the first 'ovsbridge attach ... dhcp', "
-            "or run 'ovsbridge daemon run'",
-            socket=paths.socket,
-        )
 
 
 def paths() -> DaemonPaths:

@@ -43,10 +43,14 @@ from ovsbridge.dnsname import (
     is_hostname,
     parse_hostname,
 )
-from ovsbridge.errors import BadInput, OperationFailed, OvsbridgeError
-from ovsbridge.system.nsthread import (  # noqa: F401 - GuestGone is part of this API
+from ovsbridge.errors import (
+    BadInput,
     GuestGone,
-    _close_quietly,
+    LeaseRefused,
+    OperationFailed,
+    OvsbridgeError,
+)
+from ovsbridge.system.nsthread import (
     arun_in_netns,
     run_in_netns,
 )
@@ -225,8 +229,6 @@ def _router(value: object) -> IPv4Address | None:
     return IPv4Address(value)
 
 
-class LeaseRefused(OperationFailed):
-    """The server answered DHCPNAK: the lease (or the requested address) is no longer ours."""
 
 
 def client_id_for(guest_key: str, ifname: str) -> bytes:

@@ -33,9 +33,15 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Interface
 from typing import Any, Final
 
-from ovsbridge.errors import BadInput, OperationFailed, OvsbridgeError
+from ovsbridge.errors import (
+    AddressInUse,
+    BadInput,
+    GuestGone,
+    OperationFailed,
+    OvsbridgeError,
+)
 from ovsbridge.system.dhcp import LeaseRefused  # the keeper handles both families alike
-from ovsbridge.system.nsthread import GuestGone, arun_in_netns, run_in_netns
+from ovsbridge.system.nsthread import arun_in_netns, run_in_netns
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +73,6 @@ class Malformed(ValueError):
     """A DHCPv6 message that does not parse."""
 
 
-class AddressInUse(OperationFailed):
-    """Duplicate address detection failed for a leased address."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ovsbridge.errors import EnvironmentProblem
+from ovsbridge.errors import (
+    DockerGone,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +25,6 @@ WATCHED_ACTIONS = ("start", "die", "stop", "destroy")
 LABEL_PREFIX = "ovsbridge."
 
 
-class DockerGone(EnvironmentProblem):
-    """dockerd cannot be reached, or the connection to it was lost."""
 
 
 @dataclass(frozen=True)

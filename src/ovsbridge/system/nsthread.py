@@ -18,15 +18,16 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from ovsbridge.errors import NotFound, OperationFailed
+from ovsbridge.errors import (
+    GuestGone,
+    OperationFailed,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _CLONE_NEWNET: Final = 0x40000000
 
 
-class GuestGone(NotFound):
-    """The guest's network namespace, or its interface, no longer exists."""
 
 
 @functools.cache

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Interface
 from typing import Final
 
-from ovsbridge.errors import OperationFailed
-from ovsbridge.system.nsthread import GuestGone, run_in_netns
+from ovsbridge.errors import GuestGone, OperationFailed
+from ovsbridge.system.nsthread import run_in_netns
 
 log = logging.getLogger(__name__)
 
