@@ -135,9 +135,9 @@ def status() -> None:
 
     answer = daemon_client.status()
     if app().json:
-        click.echo(json.dumps(answer, indent=2, sort_keys=True, default=str))
+        app().render.data(answer)
     else:
-        click.echo(render_status(answer))
+        app().render.line(render_status(answer))
 
 
 @daemon.command("stop")
@@ -148,10 +148,11 @@ def stop() -> None:
     from ovsbridge.system import daemon_client
 
     pid = daemon_client.stop()
+    render = app().render
     if app().json:
-        click.echo(json.dumps({"stopped": pid is not None, "pid": pid}))
+        render.data({"stopped": pid is not None, "pid": pid})
     elif pid is None:
-        click.echo("no ovsbridge daemon was running")
+        render.line("no ovsbridge daemon was running")
     else:
-        click.echo(f"stopped the ovsbridge daemon (pid {pid})")
+        render.line(f"stopped the ovsbridge daemon (pid {pid})")
 
