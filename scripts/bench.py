@@ -49,7 +49,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -168,6 +168,12 @@ def ratio_text(measures: dict[str, Measure], ratio: Ratio) -> str:
     return text
 
 
+def shorten(text: str, width: int = 90) -> str:
+    """TEXT on one line, at most WIDTH characters (the JSON keeps it whole)."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 3].rstrip() + "..."
+
+
 def count_text(measure: Measure) -> str:
     if measure.skipped or not measure.samples:
         return "-"
@@ -183,7 +189,7 @@ def render_table(measures: Sequence[Measure], ratios: Sequence[Ratio]) -> str:
     for m in measures:
         figure = format_figure(m.figure(), m.unit)
         if m.skipped:
-            figure = f"n/a ({m.skipped})"
+            figure = f"n/a ({shorten(m.skipped)})"
         notes = [ratio_text(by_key, r) for r in ratios if r.ours == m.key]
         if m.note:
             notes.append(m.note)
@@ -625,20 +631,21 @@ def interleave(tools: Sequence[Tool], measures: Sequence[Measure], rounds: int,
         if tool.skipped:
             m.skipped = tool.skipped
     for i in range(rounds + (1 if warmup else 0)):
+        last: dict[str, float] = {}
         for m, tool in zip(measures, tools, strict=True):
             if m.skipped:
                 continue
             try:
-                seconds = sample(tool)
+                last[m.tool] = sample(tool)
             except BenchError as exc:
-                m.skipped = f"failed: {exc}"[:300]
+                m.skipped = f"failed: {exc}"[:500]
                 continue
             if i > 0 or not warmup:
-                m.samples.append(seconds)
+                m.samples.append(last[m.tool])
         label = "warm-up" if warmup and i == 0 else f"round {i + int(not warmup)}/{rounds}"
         print(f"    {label}: "
-              + ", ".join(f"{m.tool} {format_figure(m.samples[-1] if m.samples else None, 's')}"
-                          for m in measures if not m.skipped), flush=True)
+              + ", ".join(f"{tool} {format_figure(value, 's')}" for tool, value in last.items()),
+              flush=True)
 
 
 def verify(box: Box, ifname: str, address: str) -> None:
@@ -1191,7 +1198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 row_measures = [Measure(key, "-", skipped=f"row failed: {str(exc)[:200]}")]
                 row_ratios = []
             measures += row_measures
-            ratios += row_ratios
+            # NOTE: the goals are for the full sizes; --quick figures only check the script.
+            ratios += [replace(r, goal=None) if args.quick else r for r in row_ratios]
             print(f"  ({time.monotonic() - t0:.0f} s)", flush=True)
     except KeyboardInterrupt:
         print("interrupted: removing the lab", file=sys.stderr)
