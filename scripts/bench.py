@@ -355,6 +355,10 @@ def ipv4_of(pid: int, ifname: str) -> list[str]:
     return in_netns(f"/proc/{pid}/ns/net", read)
 
 
+def has_ipv4(pid: int, ifname: str) -> bool:
+    return bool(ipv4_of(pid, ifname))
+
+
 def _ipv4(ipr: Any, ifname: str) -> list[str]:
     index = ipr.link_lookup(ifname=ifname)
     if not index:
@@ -410,7 +414,7 @@ class Bench:
     # -- names, addresses --------------------------------------------------------------
 
     def name(self, tag: str) -> str:
-        return self.session.name(tag)
+        return str(self.session.name(tag))
 
     def static_address(self) -> str:
         """The next 198.51.100.10-249/24 (each sample's container is gone before reuse)."""
@@ -420,7 +424,7 @@ class Bench:
     # -- OVS ---------------------------------------------------------------------------
 
     def bridge(self) -> str:
-        return self.lab.make_bridge(datapath="netdev")
+        return str(self.lab.make_bridge(datapath="netdev"))
 
     def sweep_ports(self, bridge: str, keep: set[str]) -> None:
         """Delete the ports of our BRIDGE that are not in KEEP (one transaction)."""
@@ -553,7 +557,7 @@ class Bench:
         )
         if not wait_until(lambda: log.exists() and "DHCP, IP range" in log.read_text(), 15):
             raise BenchError("dnsmasq did not start")
-        return netns
+        return str(netns)
 
     # -- the peers -----------------------------------------------------------------------
 
@@ -1102,7 +1106,7 @@ def udhcpc_rss(bench: Bench, bridge: str, k: int) -> float:
                 f"/proc/{box.pid}/ns/net", "busybox", "udhcpc", "-f", "-i", "eth1",
                 "-s", str(bench.udhcpc_script())))
         for box in boxes:
-            if not wait_until(lambda b=box: bool(ipv4_of(b.pid, "eth1")), 60, 0.2):
+            if not wait_until(functools.partial(has_ipv4, box.pid, "eth1"), 60, 0.2):
                 raise BenchError(f"udhcpc in {box.name} got no lease")
         time.sleep(1)
         return statistics.mean(rss_mb(p.pid) for p in procs)
