@@ -448,11 +448,13 @@ class Bench:
 
     # -- containers ----------------------------------------------------------------------
 
-    def boxes_now(self, count: int, labels: dict[str, str] | None = None,
+    def boxes_now(self, count: int, labels: Callable[[int], dict[str, str]] | None = None,
                   start: bool = True) -> list[Box]:
-        """COUNT fresh --net=none containers (created 4 at a time; started unless START=False)."""
+        """COUNT fresh --net=none containers, created 4 at a time (started unless START is
+        false); LABELS(i) gives the i-th one's labels."""
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            return list(pool.map(lambda _: self._box(labels or {}, start), range(count)))
+            return list(pool.map(lambda i: self._box(labels(i) if labels else {}, start),
+                                 range(count)))
 
     def _box(self, labels: dict[str, str], start: bool) -> Box:
         from lab import SESSION_LABEL, TEST_LABEL
@@ -659,11 +661,36 @@ def verify(box: Box, ifname: str, address: str) -> None:
         raise BenchError(f"{box.name} {ifname}: expected {ip}, found {found or 'nothing'}")
 
 
-def static_sample(bench: Bench, bridge: str, keep: set[str]) -> Callable[[Tool], float]:
+class BoxPool:
+    """Containers made before a row's samples start (so ``docker run`` stays out of the
+    timed part), each handed out once; the untaken ones are removed by ``close()``."""
+
+    def __init__(self, bench: Bench, count: int, labels: Callable[[int], dict[str, str]]
+                 | None = None, start: bool = True) -> None:
+        self.bench = bench
+        self.boxes = bench.boxes_now(count, labels, start)
+
+    def take(self) -> Box:
+        if not self.boxes:
+            raise BenchError("the row's container pool is empty")
+        return self.boxes.pop(0)
+
+    def close(self) -> None:
+        self.bench.discard(*self.boxes)
+        self.boxes = []
+
+
+def pool_size(tools: Sequence[Tool], rounds: int) -> int:
+    """Containers a round-robin row needs: one per sample, warm-up included."""
+    return (rounds + 1) * sum(1 for t in tools if not t.skipped)
+
+
+def static_sample(bench: Bench, bridge: str, keep: set[str], pool: BoxPool,
+                  ) -> Callable[[Tool], float]:
     """A sample: a fresh container, attach timed, address verified, container and ports gone."""
 
     def sample(tool: Tool) -> float:
-        (box,) = bench.boxes_now(1)
+        box = pool.take()
         try:
             address = bench.static_address()
             seconds = tool.attach(bridge, box, "eth1", address)
@@ -693,7 +720,11 @@ def row_single(bench: Bench) -> Row:
         tools[0].skipped = engine_missing
     measures = [Measure("single static attach", t.name) for t in tools]
     bridge = bench.bridge()
-    interleave(tools, measures, n, static_sample(bench, bridge, set()))
+    pool = BoxPool(bench, pool_size(tools, n))
+    try:
+        interleave(tools, measures, n, static_sample(bench, bridge, set(), pool))
+    finally:
+        pool.close()
     if engine_missing and not measures[1].skipped:
         measures[1].note = "in-process (the only path of this build)"
     d, nd, od, pw = (m.key for m in measures)
@@ -721,8 +752,12 @@ def row_growth(bench: Bench) -> Row:
             if engine_missing:
                 tools[0].skipped = engine_missing
             level_measures = [Measure(f"growth, {level} ports", t.name) for t in tools]
-            interleave(tools, level_measures, sizes.growth_samples,
-                       static_sample(bench, bridge, set(dummies)))
+            pool = BoxPool(bench, pool_size(tools, sizes.growth_samples))
+            try:
+                interleave(tools, level_measures, sizes.growth_samples,
+                           static_sample(bench, bridge, set(dummies), pool))
+            finally:
+                pool.close()
             measures += level_measures
     finally:
         # NOTE: device-less ports slow every ovs-vsctl on this shared OVS; drop them at once.
@@ -902,8 +937,11 @@ def row_dhcp(bench: Bench) -> Row:
              Tool("ovs-docker + busybox udhcpc", peer, od.skipped)]
     measures = [Measure("DHCP, command to address", t.name) for t in tools]
 
+    router_port = set(vsctl("list-ports", bridge).split())
+    pool = BoxPool(bench, pool_size(tools, n))
+
     def sample(tool: Tool) -> float:
-        (box,) = bench.boxes_now(1)
+        box = pool.take()
         try:
             seconds = tool.attach(bridge, box, "eth1", "dhcp")
             found = ipv4_of(box.pid, "eth1")
@@ -914,15 +952,13 @@ def row_dhcp(bench: Bench) -> Row:
             return seconds
         finally:
             bench.discard(box)
-            bench.sweep_ports(bridge, _router_ports(bridge))
+            bench.sweep_ports(bridge, router_port)
 
-    interleave(tools, measures, n, sample)
+    try:
+        interleave(tools, measures, n, sample)
+    finally:
+        pool.close()
     return measures, [Ratio(measures[0].key, measures[1].key, "udhcpc")]
-
-
-def _router_ports(bridge: str) -> set[str]:
-    """The ports of BRIDGE the lab made (the router's veth): named by the lab, obt*."""
-    return {p for p in vsctl("list-ports", bridge).split() if p.startswith("obt")}
 
 
 def row_label(bench: Bench) -> Row:
@@ -958,11 +994,20 @@ def row_label(bench: Bench) -> Row:
                                                             od.skipped)]
     measures = [Measure("label-driven attach, start to address", t.name) for t in tools]
 
+    # created, not started: the labelled ones carry their address from the start
+    addresses = [bench.static_address() for _ in range(n + 1)]
+    labelled = BoxPool(bench, n + 1, lambda i: {"ovsbridge.bridge": bridge,
+                                               "ovsbridge.address": addresses[i]}, start=False)
+    address_of = {box.name: address for box, address in zip(labelled.boxes, addresses,
+                                                             strict=True)}
+    plain = BoxPool(bench, n + 1, start=False)
+
     def sample(tool: Tool) -> float:
-        address = bench.static_address()
-        labels = ({"ovsbridge.bridge": bridge, "ovsbridge.address": address}
-                  if tool.attach is ours else {})
-        (box,) = bench.boxes_now(1, labels=labels, start=False)
+        if tool.attach is ours:
+            box = labelled.take()
+            address = address_of[box.name]
+        else:
+            box, address = plain.take(), bench.static_address()
         try:
             seconds = tool.attach(bridge, box, "eth1", address)
             verify(Box(box.id, box.name, bench.pid_of(box.id)), "eth1", address)
@@ -974,6 +1019,8 @@ def row_label(bench: Bench) -> Row:
     try:
         interleave(tools, measures, n, sample)
     finally:
+        labelled.close()
+        plain.close()
         client.close()
         stop_popen(daemon, timeout=15)
     return measures, [Ratio(measures[0].key, measures[1].key, "docker start + ovs-docker")]
