@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from ovsbridge.cli import app, json_option, require_root
+from ovsbridge.cli_core import no_daemon_option
 from ovsbridge.model import parse_ifname
 
 CLEANUP_COLUMNS = ("ACTION", "BRIDGE", "PORT", "OWNER", "CONTAINER", "IFNAME", "REASON")
@@ -15,9 +16,10 @@ CLEANUP_COLUMNS = ("ACTION", "BRIDGE", "PORT", "OWNER", "CONTAINER", "IFNAME", "
 @click.command()
 @click.option("--bridge", "-b", metavar="BRIDGE", help="Only this bridge (default: every one).")
 @click.option("--dry-run", "-n", is_flag=True, help="List what would be removed; change nothing.")
+@no_daemon_option
 @json_option
 @require_root
-def cleanup(bridge: str | None, dry_run: bool) -> None:
+def cleanup(bridge: str | None, dry_run: bool, no_daemon: bool) -> None:
     """Remove stale ports: those of dead, stopped or restarted containers.
 
     \b
@@ -26,30 +28,34 @@ def cleanup(bridge: str | None, dry_run: bool) -> None:
     recorded container is gone, stopped or restarted. Never removed: uplinks, internal,
     patch and tunnel ports, healthy ports, ports younger than 10 s.
     All removals are one OVSDB transaction; DHCP leases of removed ports are dropped.
+    Host veths ovsbridge made (known by their identity) that no port uses and no running
+    operation holds are deleted too: what a killed attach left.
     """
-    from ovsbridge.ops.cleanup import cleanup as do_cleanup
-    from ovsbridge.system.cleanup_backend import RealCleanupBackend
+    from ovsbridge.cli_core import _execute
 
     if bridge is not None:
         parse_ifname(bridge, "bridge name")
     ctx = app()
     with ctx.render.status("looking for stale ports"):
-        result = do_cleanup(RealCleanupBackend(ctx.ovs), bridge, dry_run=dry_run)
+        result = _execute("cleanup", {"bridge": bridge, "dry_run": dry_run}, no_daemon)
     if ctx.json:
-        ctx.render.data(result.to_json())
+        ctx.render.data(result)
         return
-    rows = [(e.action, e.bridge, e.port, e.owner, _container(e.container_name, e.container_id),
-             e.ifname, e.reason) for e in (*result.removed, *result.kept)]
+    entries = [*result["removed"], *result["kept"]]
+    rows = [(e["action"], e["bridge"], e["port"], e["owner"],
+             _container(e["container_name"], e["container_id"]), e["ifname"], e["reason"])
+            for e in entries]
     if rows:
         ctx.render.table(CLEANUP_COLUMNS, rows)
     verb = "would remove" if dry_run else "removed"
-    summary = f"{verb} {len(result.removed)} stale port(s), kept {len(result.kept)}"
-    if result.leases_dropped:
-        summary += f"; dropped {len(result.leases_dropped)} DHCP lease(s)"
-    if result.links_deleted:
-        summary += f"; deleted {len(result.links_deleted)} leftover veth(s)"
+    summary = f"{verb} {len(result['removed'])} stale port(s), kept {len(result['kept'])}"
+    if result["leases_dropped"]:
+        summary += f"; dropped {len(result['leases_dropped'])} DHCP lease(s)"
+    if result["links_deleted"]:
+        verb = "would delete" if dry_run else "deleted"
+        summary += f"; {verb} {len(result['links_deleted'])} leftover veth(s)"
     ctx.render.line(summary)
-    for note in result.notes:
+    for note in result["notes"]:
         ctx.render.note(f"note: {note}")
 
 

@@ -1,46 +1,66 @@
-"""attach, detach and ps: the commands people type most."""
+"""attach, detach and ps: the commands people type most.
+
+Each builds its request with the one builder (ovsbridge.request), hands it to the engine
+(the daemon, or in-process: cli_engine) and renders the JSON answer. Imports stay light: the
+daemon path loads no pyroute2, docker or rich.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import shlex
+import sys
+import threading
+from collections.abc import Sequence
+from typing import IO, Any
 
 import click
 
 from ovsbridge.cli import app, json_option, require_root
-from ovsbridge.errors import BadInput
-from ovsbridge.model import (
-    AttachRequest,
-    check_mtu,
-    check_vlan,
-    parse_address_plan,
-    parse_guest,
-    parse_ifname,
-    parse_mac,
-)
+from ovsbridge.errors import EXIT_FAILED, BadInput, OvsbridgeError
+from ovsbridge.ops.undo import FAIL_AT_ENV
+from ovsbridge.request import AttachRequest, build_attach_request, expand_bulk
+
+ATTACH_EPILOG = """\b
+Examples:
+  ovsbridge attach ovsbr0 web1 dhcp
+  ovsbridge attach ovsbr0 web1 198.51.100.18/24@198.51.100.1
+  ovsbridge attach ovsbr0 web1 198.51.100.5/24,2001:db8::5/64 --vlan 20
+  ovsbridge attach ovsbr0 web1 web2 web3 198.51.100.10-12/24@198.51.100.1
+  ovsbridge attach ovsbr0 --from-file guests.txt     # lines: GUEST ADDRESS [options]
+"""
+# Options a --from-file line may carry: option -> (request field, takes a value, value if flag)
+LINE_OPTIONS: dict[str, tuple[str, bool, object]] = {
+    "--ifname": ("ifname", True, None), "--mac": ("mac", True, None),
+    "--vlan": ("vlan", True, None), "--mtu": ("mtu", True, None),
+    "--host-ifname": ("host_ifname", True, None), "--hostname": ("hostname", True, None),
+    "--dhcp-timeout": ("dhcp_timeout", True, None), "--replace": ("replace", False, True),
+    "--no-default-route": ("default_route", False, False), "--dns": ("dns", False, True),
+    "--no-dns": ("dns", False, False), "--create-bridge": ("create_bridge", False, True),
+}
 
 
-def _backend() -> Any:
-    from ovsbridge.system.backend import RealBackend
-
-    return RealBackend(app().ovs)
-
-
-def _mac_option(value: str | None) -> str | None:
-    if value is None:
-        return None
-    if value.upper().startswith("U:"):
-        if len(value) == 2:
-            raise BadInput("--mac U: needs text after it", hint="e.g. --mac U:web1")
-        return value
-    return parse_mac(value)
+def no_daemon_option(func: Any) -> Any:
+    return click.option("--no-daemon", is_flag=True,
+                        help="Do the work in this process, not in the ovsbridge daemon "
+                             "(env OVSBRIDGE_NO_DAEMON=1).")(func)
 
 
-@click.command()
+def _execute(op: str, payload: dict[str, Any], no_daemon: bool,
+             on_progress: Any = None) -> Any:
+    from ovsbridge.cli_engine import execute
+
+    ctx = app()
+    return execute(op, payload, db=ctx.db, no_daemon=no_daemon, on_progress=on_progress)
+
+
+@click.command(epilog=ATTACH_EPILOG)
 @click.argument("bridge")
-@click.argument("guest")
-@click.argument("address")
-@click.option("--ifname", default="eth1", show_default=True,
-              help="Interface name inside the guest.")
+@click.argument("targets", nargs=-1, metavar="GUEST... ADDRESS")
+@click.option("--from-file", "from_file", type=click.File("r"), metavar="FILE|-",
+              help="Attach the guests listed in FILE (- for stdin): one 'GUEST ADDRESS "
+                   "[options]' line each; options given here are the defaults.")
+@click.option("--ifname", help="Interface name inside the guest.  [default: eth1]")
 @click.option("--mac", metavar="MAC|U:TEXT",
               help="Guest MAC; U:TEXT derives one from TEXT as pipework does. "
                    "Default: stable, derived from the container id and ifname.")
@@ -50,110 +70,256 @@ def _mac_option(value: str | None) -> str | None:
               help="Host end of the veth. Default: ovb + a hash of container and ifname.")
 @click.option("--create-bridge", is_flag=True,
               help="Create BRIDGE if missing (datapath: system with the kernel module, "
-                   "else netdev).")
+                   "else netdev; its MTU pinned to 1500).")
 @click.option("--replace", is_flag=True, help="Replace an attachment with another configuration.")
-@click.option("--dhcp-timeout", type=float, default=30.0, show_default=True, metavar="S",
-              help="With dhcp: give up when no lease comes within S seconds.")
+@click.option("--dhcp-timeout", type=str, metavar="S",
+              help="With dhcp: give up when no lease comes within S seconds.  [default: 30]")
 @click.option("--hostname", help="With dhcp: hostname sent to the server (default: the "
                                  "container's name).")
 @click.option("--no-default-route", is_flag=True,
               help="With dhcp: do not replace the guest's default route.")
-@click.option("--dns/--no-dns", default=True, show_default=True,
-              help="With dhcp: write the lease's DNS servers into the container's resolv.conf.")
+@click.option("--dns/--no-dns", default=None,
+              help="With dhcp: write the lease's DNS servers into the container's resolv.conf "
+                   "[default: --dns].")
+@no_daemon_option
 @json_option
 @require_root
-def attach(bridge: str, guest: str, address: str, ifname: str, mac: str | None,
-           vlan: str | None, mtu: str | None, host_ifname: str | None, create_bridge: bool,
-           replace: bool, dhcp_timeout: float, hostname: str | None, no_default_route: bool,
-           dns: bool) -> None:
-    """Give GUEST an interface on the OVS bridge BRIDGE.
+def attach(bridge: str, targets: tuple[str, ...], from_file: IO[str] | None, ifname: str | None,
+           mac: str | None, vlan: str | None, mtu: str | None, host_ifname: str | None,
+           create_bridge: bool, replace: bool, dhcp_timeout: str | None, hostname: str | None,
+           no_default_route: bool, dns: bool | None, no_daemon: bool) -> None:
+    """Give each GUEST an interface on the OVS bridge BRIDGE.
 
     \b
-    GUEST    a Docker container (name or id), netns:NAME, or pid:N
+    GUEST    a Docker container (name or id), netns:NAME, or pid:N; several guests
+             before ADDRESS attach them all in one go
     ADDRESS  IP/PREFIX[@GATEWAY] (IPv4 or IPv6), a comma-separated list of them,
-             dhcp, or none
-    \b
-    Examples:
-      ovsbridge attach ovsbr0 web1 dhcp
-      ovsbridge attach ovsbr0 web1 198.51.100.18/24@198.51.100.1
-      ovsbridge attach ovsbr0 web1 198.51.100.5/24,2001:db8::5/64 --vlan 20
+             dhcp, none, or (several guests) a range FIRST-LAST/PREFIX[@GATEWAY]
+             such as 198.51.100.10-49/24: each guest takes the next address
     """
-    request = AttachRequest(
-        bridge=parse_ifname(bridge, "bridge name"),
-        guest=parse_guest(guest),
-        plan=parse_address_plan(address),
-        ifname=parse_ifname(ifname, "--ifname"),
-        mac=_mac_option(mac),
-        vlan=check_vlan(_int_option("--vlan", vlan)),
-        mtu=check_mtu(_int_option("--mtu", mtu)),
-        host_ifname=parse_ifname(host_ifname, "--host-ifname") if host_ifname else None,
-        create_bridge=create_bridge,
-        replace=replace,
-        dhcp_timeout=_positive("--dhcp-timeout", dhcp_timeout),
-        hostname=hostname,
-        default_route=not no_default_route,
-        dns=dns,
-    )
-    from ovsbridge.ops.attach import attach as do_attach
+    fields: dict[str, Any] = {
+        "bridge": bridge, "ifname": ifname, "mac": mac, "vlan": vlan, "mtu": mtu,
+        "host_ifname": host_ifname, "create_bridge": create_bridge or None,
+        "replace": replace or None, "dhcp_timeout": dhcp_timeout, "hostname": hostname,
+        "default_route": False if no_default_route else None, "dns": dns,
+    }
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if from_file is not None:
+        if targets:
+            raise BadInput("give guests either on the command line or with --from-file",
+                           hint="not both")
+        requests = _requests_from_file(from_file, fields)
+    else:
+        if len(targets) < 2:
+            raise BadInput("attach needs BRIDGE, at least one GUEST and ADDRESS",
+                           hint="e.g. ovsbridge attach ovsbr0 web1 dhcp "
+                                "(see 'ovsbridge attach --help')")
+        requests = expand_bulk({**fields, "address": targets[-1]}, list(targets[:-1]))
+    single = len(requests) == 1 and from_file is None
+    payload: dict[str, Any] = {"requests": [r.to_dict() for r in requests]}
+    if os.environ.get(FAIL_AT_ENV):
+        payload["fail_at"] = os.environ[FAIL_AT_ENV]  # the test hook, in both modes
+    _run_bulk("attach", payload,
+              [str(r.guest) for r in requests], single, no_daemon, _attach_line)
+
+
+def _requests_from_file(stream: IO[str], defaults: dict[str, Any]) -> list[AttachRequest]:
+    requests = []
+    seen: set[str] = set()
+    where = getattr(stream, "name", "-")
+    for number, raw in enumerate(stream, start=1):
+        text = raw.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            words = shlex.split(text)
+            if len(words) < 2:
+                raise BadInput("a line needs GUEST ADDRESS [options]")
+            fields = {**defaults, "guest": words[0], "address": words[1]}
+            fields.update(_line_options(words[2:]))
+            request = build_attach_request(fields)
+        except (BadInput, ValueError) as exc:
+            message = exc.message if isinstance(exc, BadInput) else str(exc)
+            raise BadInput(f"{where} line {number}: {message}",
+                           hint=getattr(exc, "hint", None) or
+                           "write GUEST ADDRESS [--ifname ..] [--vlan ..] ...") from None
+        key = f"{request.guest}/{request.ifname}"
+        if key in seen:
+            raise BadInput(f"{where} line {number}: {key} is listed twice",
+                           hint="list each guest interface once")
+        seen.add(key)
+        requests.append(request)
+    if not requests:
+        raise BadInput(f"{where} lists no guest", hint="write one 'GUEST ADDRESS' line each")
+    return requests
+
+
+def _line_options(words: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(words):
+        word, _, inline = words[i].partition("=")
+        spec = LINE_OPTIONS.get(word)
+        if spec is None:
+            raise BadInput(f"unknown option {words[i]!r}",
+                           hint=f"use {', '.join(sorted(LINE_OPTIONS))}")
+        field, takes_value, flag_value = spec
+        if takes_value:
+            if inline:
+                out[field] = inline
+            elif i + 1 < len(words):
+                i += 1
+                out[field] = words[i]
+            else:
+                raise BadInput(f"option {word} needs a value")
+        else:
+            out[field] = flag_value
+        i += 1
+    return out
+
+
+def _attach_line(result: dict[str, Any]) -> list[str]:
+    addresses = ", ".join(result.get("addresses") or []) or "no address"
+    line = (f"{result['status']}: {result['container']} {result['ifname']} ({result['mac']}) "
+            f"on {result['bridge']} port {result['port']}: {addresses}")
+    if result.get("vlan"):
+        line += f", vlan {result['vlan']}"
+    lines = [line]
+    lease = result.get("lease")
+    if lease:
+        dns_text = ", ".join(lease.get("dns") or []) or "none"
+        lines.append(f"lease: {lease.get('address')} router {lease.get('router') or 'none'} "
+                     f"dns {dns_text} time {lease.get('lease_time')}s")
+    return lines
+
+
+def _detach_line(result: dict[str, Any]) -> list[str]:
+    removed = result.get("removed") or []
+    if not removed:
+        return [f"nothing attached: {result['container']}"]
+    return [f"detached: {result['container']} {r['ifname']} (port {r['port']} on {r['bridge']})"
+            for r in removed]
+
+
+def _run_bulk(op: str, payload: dict[str, Any], labels: list[str], single: bool,
+              no_daemon: bool, describe: Any) -> None:
+    """Run a per-guest op; one line per guest (or one JSON document); exit 1 if any failed."""
+    from ovsbridge.system.daemon_client import error_from_dict
 
     ctx = app()
-    with ctx.render.status(f"attaching {guest} to {bridge}"):
-        result = do_attach(_backend(), request)
-    if ctx.json:
-        ctx.render.data(result.to_json())
-        return
-    addresses = ", ".join(result.addresses) or "no address"
-    line = (f"{result.status}: {result.guest} {result.ifname} ({result.mac}) on "
-            f"{result.bridge} port {result.port}: {addresses}")
-    if result.vlan:
-        line += f", vlan {result.vlan}"
-    ctx.render.line(line)
-    if result.lease:
-        lease = result.lease
-        dns_text = ", ".join(lease.get("dns") or []) or "none"
-        ctx.render.line(f"lease: {lease.get('address')} router {lease.get('router') or 'none'} "
-                        f"dns {dns_text} time {lease.get('lease_time')}s")
+    printed: set[int] = set()
+    lock = threading.Lock()
+    bar = None if single or ctx.json else _ProgressBar.maybe(len(labels), op)
 
+    def show(index: int, outcome: dict[str, Any]) -> None:
+        with lock:
+            if index in printed:
+                return
+            printed.add(index)
+            if outcome.get("ok"):
+                text = describe(outcome["result"])
+            else:
+                error = outcome.get("error") or {}
+                hint = f"; hint: {error['hint']}" if error.get("hint") else ""
+                text = [f"failed: {labels[index]}: {error.get('message')}{hint}"]
+            if bar is not None:
+                bar.advance(text)
+            else:
+                for line in text:
+                    ctx.render.line(line)
 
-def _int_option(name: str, value: str | None) -> int | None:
-    if value is None:
-        return None
+    def on_progress(progress: dict[str, Any]) -> None:
+        index = progress.get("index")
+        if not single and not ctx.json and isinstance(index, int) and 0 <= index < len(labels):
+            show(index, progress)
+
     try:
-        return int(value, 10)
-    except ValueError:
-        raise BadInput(f'{name} "{value}" is not a whole number',
-                       hint=f"give {name} as a number") from None
+        answer = _execute(op, payload, no_daemon, on_progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    outcomes = answer.get("outcomes") or []
+    if single:
+        outcome = outcomes[0]
+        if not outcome.get("ok"):
+            raise error_from_dict(outcome.get("error") or {})
+        if ctx.json:
+            ctx.render.data(outcome["result"])
+        else:
+            for line in describe(outcome["result"]):
+                ctx.render.line(line)
+        return
+    failed = sum(1 for o in outcomes if not o.get("ok"))
+    if ctx.json:
+        ctx.render.data([{"guest": labels[i], **o} for i, o in enumerate(outcomes)])
+    else:
+        for index, outcome in enumerate(outcomes):
+            show(index, outcome)
+        verb = "attached" if op == "attach" else "detached"
+        ctx.render.line(f"{verb} {len(outcomes) - failed} of {len(outcomes)}"
+                        + (f", {failed} failed" if failed else ""))
+    if failed:
+        ctx_exit(EXIT_FAILED)
 
 
-def _positive(name: str, value: float) -> float:
-    if value <= 0:
-        raise BadInput(f"{name} must be positive, not {value}", hint=f"e.g. {name} 30")
-    return value
+def ctx_exit(code: int) -> None:
+    click.get_current_context().exit(code)
 
 
-@click.command()
-@click.argument("guest")
+class _ProgressBar:
+    """A rich progress bar on stderr while a bulk op runs (only on a terminal)."""
+
+    def __init__(self, total: int, op: str) -> None:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.progress import Progress
+
+        self._escape = escape
+        self.console = Console(file=sys.stderr)
+        self.progress = Progress(console=self.console, transient=True)
+        self.task = self.progress.add_task(f"{op}ing", total=total)
+        self.progress.start()
+
+    @classmethod
+    def maybe(cls, total: int, op: str) -> _ProgressBar | None:
+        if not sys.stderr.isatty() or not sys.stdout.isatty():
+            return None
+        return cls(total, op)
+
+    def advance(self, lines: list[str]) -> None:
+        for line in lines:
+            self.progress.console.print(self._escape(line), highlight=False)
+        self.progress.advance(self.task)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+@click.command(epilog="""\b
+Examples:
+  ovsbridge detach web1
+  ovsbridge detach web1 web2 web3 --all
+""")
+@click.argument("guests", nargs=-1, required=True, metavar="GUEST...")
 @click.option("--ifname", help="Interface to remove (default eth1).")
 @click.option("--all", "all_", is_flag=True, help="Remove every interface ovsbridge gave GUEST.")
+@no_daemon_option
 @json_option
 @require_root
-def detach(guest: str, ifname: str | None, all_: bool) -> None:
-    """Remove GUEST's interface and its OVS port. Succeeds when already gone."""
+def detach(guests: tuple[str, ...], ifname: str | None, all_: bool, no_daemon: bool) -> None:
+    """Remove each GUEST's interface and its OVS port. Succeeds when already gone."""
+    from ovsbridge.model import parse_guest, parse_ifname
+
     if ifname and all_:
         raise BadInput("--ifname and --all cannot be combined", hint="give one of them")
     if ifname:
         parse_ifname(ifname, "--ifname")
-    from ovsbridge.ops.attach import detach as do_detach
-
-    ctx = app()
-    result = do_detach(_backend(), parse_guest(guest), ifname, all_)
-    if ctx.json:
-        ctx.render.data(result.to_json())
-        return
-    if not result.removed:
-        ctx.render.line(f"nothing attached: {result.guest}")
-    for bridge, port, name in result.removed:
-        ctx.render.line(f"detached: {result.guest} {name} (port {port} on {bridge})")
+    for guest in guests:
+        parse_guest(guest)
+    if len(set(guests)) != len(guests):
+        raise BadInput("a guest is given twice", hint="list each guest once")
+    _run_bulk("detach", {"guests": list(guests), "ifname": ifname, "all": all_},
+              list(guests), len(guests) == 1, no_daemon, _detach_line)
 
 
 def _clock(epoch: str | None) -> str:
@@ -165,34 +331,38 @@ def _clock(epoch: str | None) -> str:
 
 
 PS_COLUMNS = ("BRIDGE", "PORT", "OFPORT", "CONTAINER", "ID", "IFNAME", "MAC", "ADDRESSES",
-              "VLAN", "MODE", "STATE", "OWNER")
+              "VLAN", "MTU", "MODE", "STATE", "OWNER")
 
 
-@click.command()
+@click.command(epilog="""\b
+Examples:
+  ovsbridge ps
+  ovsbridge ps ovsbr0 --json | jq '.[] | select(.state != "ok")'
+""")
 @click.argument("bridge", required=False)
+@no_daemon_option
 @json_option
 @require_root
-def ps(bridge: str | None) -> None:
+def ps(bridge: str | None, no_daemon: bool) -> None:
     """Map OVS ports to containers: which port is which guest, and is it healthy."""
-    from ovsbridge.ops.ps import port_map
-
     ctx = app()
-    backend = _backend()
-    if bridge is not None and backend.bridge_info(bridge) is None:
-        from ovsbridge.errors import NotFound
-
-        raise NotFound(f'bridge "{bridge}" does not exist', hint="list bridges: ovs-vsctl list-br")
-    records = port_map(backend, bridge, backend.daemon_leases())
+    answer = _execute("ps", {"bridge": bridge}, no_daemon)
+    records = answer.get("ports") or []
     if ctx.json:
-        ctx.render.data([r.to_json() for r in records])
+        ctx.render.data([{k: v for k, v in r.items() if k != "extra"} for r in records])
         return
     rows = []
     for r in records:
-        mode = r.mode
-        if r.extra.get("renew_at") or r.extra.get("expires_at"):
-            mode = f"{mode} (renew {_clock(r.extra.get('renew_at'))}, " \
-                   f"expires {_clock(r.extra.get('expires_at'))})"
-        rows.append((r.bridge, r.port, r.ofport, r.container_name,
-                     (r.container_id or "")[:12], r.ifname, r.mac, ", ".join(r.addresses),
-                     r.vlan, mode, r.state, r.owner))
+        mode = r.get("mode")
+        extra = r.get("extra") or {}
+        if extra.get("renew_at") or extra.get("expires_at"):
+            mode = f"{mode} (renew {_clock(extra.get('renew_at'))}, " \
+                   f"expires {_clock(extra.get('expires_at'))})"
+        cid = r.get("container_id") or ""
+        rows.append((r["bridge"], r["port"], r["ofport"], r.get("container_name"), cid[:12],
+                     r.get("ifname"), r.get("mac"), ", ".join(r.get("addresses") or []),
+                     r.get("vlan"), r.get("mtu"), mode, r["state"], r["owner"]))
     ctx.render.table(PS_COLUMNS, rows)
+
+
+__all__ = ["OvsbridgeError", "attach", "detach", "ps"]

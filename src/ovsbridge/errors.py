@@ -89,3 +89,10 @@ class RollbackIncomplete(OperationFailed):
         self.original = original
         if isinstance(original, OvsbridgeError):
             self.exit_code = original.exit_code  # type: ignore[misc]
+
+
+class WrongDaemon(EnvironmentProblem):
+    """The daemon that answered serves another network namespace or OVSDB than the caller's
+    (the CLI then does the work itself)."""
+
+    kind = "wrong-daemon"

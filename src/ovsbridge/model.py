@@ -41,35 +41,85 @@ class StaticAddress:
         return f"{text}@{self.gateway}" if self.gateway else text
 
 
+# Dynamic address modes and the address family each one configures. "dhcp" is DHCPv4; later
+# modes (e.g. "dhcp6", "slaac") add themselves here.
+DYNAMIC_MODES: dict[str, int] = {"dhcp": 4}
+
+
 @dataclass(frozen=True)
 class AddressPlan:
-    """What ADDRESS asked for: static addresses, DHCP, or a bare link (``none``)."""
+    """What ADDRESS asked for, per family: static addresses and dynamic modes (``dhcp``).
 
-    mode: Literal["static", "dhcp", "none"]
+    An empty plan is ``none`` (a bare link). ``mode`` is the summary older callers use:
+    ``dhcp`` when DHCPv4 is asked, else ``static`` when there are statics, else ``none``.
+    """
+
     statics: tuple[StaticAddress, ...] = ()
+    dynamic: frozenset[str] = frozenset()
+
+    @property
+    def mode(self) -> Literal["static", "dhcp", "none"]:
+        if "dhcp" in self.dynamic:
+            return "dhcp"
+        return "static" if self.statics else "none"
+
+    def family_modes(self, version: int) -> tuple[str, ...]:
+        """What configures address family VERSION: dynamic modes, then "static" if any."""
+        modes = [m for m in sorted(self.dynamic) if DYNAMIC_MODES.get(m) == version]
+        if any(s.version == version for s in self.statics):
+            modes.append("static")
+        return tuple(modes)
+
+    @property
+    def families(self) -> frozenset[int]:
+        return frozenset({s.version for s in self.statics} |
+                         {DYNAMIC_MODES[m] for m in self.dynamic})
 
     def __str__(self) -> str:
-        if self.mode == "static":
-            return ",".join(str(s) for s in self.statics)
-        return self.mode
+        parts = [*sorted(self.dynamic), *(str(s) for s in self.statics)]
+        return ",".join(parts) or "none"
 
 
 def parse_address_plan(text: str) -> AddressPlan:
-    """Parse the ADDRESS argument of attach."""
+    """Parse the ADDRESS argument of attach: ``none``, or a comma list of dynamic modes and
+    static ``IP/PREFIX[@GATEWAY]`` entries, at most one way per address family."""
     raw = text.strip()
     if not raw:
         raise BadInput("address is empty", hint=f"give {ADDRESS_FORMS}")
-    if raw.lower() == "dhcp":
-        return AddressPlan("dhcp")
-    if raw.lower() == "none":
-        return AddressPlan("none")
-    statics = tuple(parse_static(part) for part in raw.split(","))
+    words = [w.strip() for w in raw.split(",")]
+    if any(w.lower() == "none" for w in words):
+        if len(words) > 1:
+            raise BadInput(f"'none' cannot be combined with other addresses in {raw!r}",
+                           hint="give 'none' alone for a bare link")
+        return AddressPlan()
+    dynamic: set[str] = set()
+    statics: list[StaticAddress] = []
+    for word in words:
+        mode = word.lower()
+        if mode in DYNAMIC_MODES:
+            if mode in dynamic:
+                raise BadInput(f"'{mode}' is given twice in {raw!r}", hint="list it once")
+            dynamic.add(mode)
+        else:
+            statics.append(parse_static(word))
+    _check_statics(statics, raw)
+    for mode in dynamic:
+        version = DYNAMIC_MODES[mode]
+        clash = next((s for s in statics if s.version == version), None)
+        if clash is not None:
+            raise BadInput(f"IPv{version} is asked both by '{mode}' and as {clash} in {raw!r}",
+                           hint=f"give either '{mode}' or static IPv{version} addresses")
+    return AddressPlan(tuple(statics), frozenset(dynamic))
+
+
+def _check_statics(statics: list[StaticAddress], raw: str) -> None:
     seen_gw: set[int] = set()
-    seen_if: set[str] = set()
+    seen_ip: set[str] = set()
     for item in statics:
-        if item.interface.with_prefixlen in seen_if:
-            raise BadInput(f'address "{item.interface}" is given twice', hint="list it once")
-        seen_if.add(item.interface.with_prefixlen)
+        ip = str(item.interface.ip)
+        if ip in seen_ip:
+            raise BadInput(f'address "{ip}" is given twice in {raw!r}', hint="list it once")
+        seen_ip.add(ip)
         if item.gateway is not None:
             if item.version in seen_gw:
                 raise BadInput(
@@ -77,7 +127,6 @@ def parse_address_plan(text: str) -> AddressPlan:
                     hint="give at most one gateway per address family",
                 )
             seen_gw.add(item.version)
-    return AddressPlan("static", statics)
 
 
 def parse_static(part: str) -> StaticAddress:
@@ -229,24 +278,6 @@ def parse_guest(text: str) -> GuestSpec:
 
 
 @dataclass(frozen=True)
-class AttachRequest:
-    bridge: str
-    guest: GuestSpec
-    plan: AddressPlan
-    ifname: str = "eth1"
-    mac: str | None = None  # explicit MAC, or None for the stable default
-    vlan: int | None = None
-    mtu: int | None = None
-    host_ifname: str | None = None
-    create_bridge: bool = False
-    replace: bool = False
-    dhcp_timeout: float = 30.0
-    hostname: str | None = None
-    default_route: bool = True
-    dns: bool = True
-
-
-@dataclass(frozen=True)
 class PortRecord:
     """One row of ``ovsbridge ps``: an OVS port and what it leads to."""
 
@@ -263,6 +294,7 @@ class PortRecord:
     state: str
     owner: str
     extra: dict[str, str] = field(default_factory=dict, compare=False)
+    mtu: int | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -278,4 +310,5 @@ class PortRecord:
             "mode": self.mode,
             "state": self.state,
             "owner": self.owner,
+            "mtu": self.mtu,
         }

@@ -41,6 +41,26 @@ def pipework_mac(text: str) -> str:
     return "02:" + ":".join(digest[i : i + 2] for i in range(0, 10, 2))
 
 
+# The identity every host veth end carries in its ifalias: whose it is, and whether the
+# attachment is complete. Links are recognised by it, never by their name alone.
+ALIAS_BUILDING = "building"
+ALIAS_READY = "ready"
+
+
+def link_alias(guest_key: str, ifname: str, state: str) -> str:
+    """``ovsbridge STATE IFNAME GUEST_KEY`` (ifalias holds up to 255 bytes; the key goes
+    last, so a netns name with spaces still parses)."""
+    return f"{OWNER} {state} {ifname} {guest_key}"
+
+
+def parse_link_alias(alias: str | None) -> tuple[str, str, str] | None:
+    """(state, guest key, ifname) from an ifalias written by ``link_alias``, else None."""
+    parts = (alias or "").split(" ", 3)
+    if len(parts) != 4 or parts[0] != OWNER or parts[1] not in (ALIAS_BUILDING, ALIAS_READY):
+        return None
+    return parts[1], parts[3], parts[2]
+
+
 # external_ids written on the OVS Interface of every port ovsbridge creates. Ports are found
 # by these tags, never by parsing names.
 K_OWNER = "ovsbridge.owner"  # always OWNER
@@ -56,3 +76,4 @@ K_ADDRESSES = "ovsbridge.addresses"  # comma-separated, as configured
 K_MODE = "ovsbridge.mode"  # static | dhcp | none
 K_CONFIG = "ovsbridge.config"  # fingerprint of the requested configuration
 K_CREATED_AT = "ovsbridge.created_at"  # unix time, seconds
+K_REQUEST = "ovsbridge.request"  # the AttachRequest as asked (JSON), to rebuild it on rollback

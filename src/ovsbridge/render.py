@@ -59,6 +59,11 @@ class Renderer:
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]],
               title: str | None = None) -> None:
+        """Columns for people: a rich table on a terminal, plain aligned text when piped
+        (no colour, no rich import: cheap for scripts)."""
+        if not sys.stdout.isatty():
+            self._plain_table(columns, rows, title)
+            return
         from rich.markup import escape
         from rich.table import Table
 
@@ -68,6 +73,17 @@ class Renderer:
         for row in rows:
             table.add_row(*(escape("-" if v is None or v == "" else str(v)) for v in row))
         self.out.print(table)
+
+    def _plain_table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                     title: str | None) -> None:
+        cells = [list(columns)] + [["-" if v is None or v == "" else " ".join(str(v).split())
+                                    for v in row] for row in rows]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+        out = [title] if title else []
+        out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                for r in cells]
+        sys.stdout.write("\n".join(out) + "\n")
+        sys.stdout.flush()
 
     @contextmanager
     def status(self, text: str) -> Iterator[None]:

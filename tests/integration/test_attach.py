@@ -244,6 +244,7 @@ def test_ps_json_has_exactly_the_documented_keys(bridge, make_container, ovsbrid
         "mode",
         "state",
         "owner",
+        "mtu",
     }
     row = rows[0]
     assert (
@@ -293,7 +294,7 @@ def bad_inputs(
         (a + ["none", "--host-ifname", "way-too-long-name"], 2, "at most 15"),
         (a + ["none", "--dhcp-timeout", "0"], 2, "must be positive"),
         (a + ["none", "--bogus"], 2, "No such option"),
-        (["attach", bridge, box], 2, "Missing argument"),
+        (["attach", bridge, box], 2, "attach needs BRIDGE, at least one GUEST and ADDRESS"),
         (["attach", bridge, "obt-no-such-container", "none"], 3, "does not exist"),
         (["attach", bridge, "netns:obt-no-such-ns", "none"], 3, "does not exist"),
         (["attach", bridge, "pid:999999999", "none"], 3, "does not exist"),

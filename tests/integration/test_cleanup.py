@@ -24,10 +24,11 @@ from lab.shell import run
 from lab.snapshots import ovs_ports, root_links
 
 from ovsbridge import naming
-from ovsbridge.model import AttachRequest, parse_address_plan, parse_guest
+from ovsbridge.model import parse_address_plan, parse_guest
 from ovsbridge.ops.attach import attach
 from ovsbridge.ops.cleanup import MIN_AGE
 from ovsbridge.ops.cleanup import cleanup as cleanup_op
+from ovsbridge.request import AttachRequest
 from ovsbridge.system.backend import RealBackend
 from ovsbridge.system.cleanup_backend import RealCleanupBackend
 from ovsbridge.system.ovs import Ovs

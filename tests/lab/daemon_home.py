@@ -75,6 +75,45 @@ def kill_daemon(pid: int, sig: int) -> None:
     _wait_pid_gone(pid)
 
 
+def wait_started(home: DaemonHome, timeout: float = 15.0) -> None:
+    """A daemon that a CLI started in the background may still be coming up: while its lock
+    is held and it does not answer yet, wait (bounded)."""
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and home.pid() is None:
+        try:
+            fd = os.open(home.paths.lock, os.O_RDWR)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return  # nobody holds it: no daemon is starting
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        time.sleep(0.05)
+
+
+def stop_home_daemon(home: DaemonHome, release: bool = True) -> None:
+    """Stop the daemon of HOME by its PID (after dropping its leases when RELEASE), and check
+    it left no socket or lock; a daemon that does not answer is killed and reported."""
+    wait_started(home)
+    pid = home.pid()
+    if pid is not None:
+        if release:  # drop what is still held (RELEASE to the server), then stop by PID
+            for item in home.leases():
+                daemon_client.drop(item["guest"]["key"], item["ifname"], release=True)
+        kill_daemon(pid, signal.SIGTERM)
+    stray = home.locked_pid()
+    if stray is not None and Path(f"/proc/{stray}").exists():
+        kill_daemon(stray, signal.SIGKILL)  # ours (its lock is in our dir), not answering
+        raise AssertionError(f"daemon {stray} did not answer; killed")
+    assert home.pid() is None
+    assert not os.path.exists(home.paths.socket) and not os.path.exists(home.paths.lock)
+
+
 @pytest.fixture
 def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[DaemonHome]:
     base = tempfile.mkdtemp(prefix="obtd")  # short path: AF_UNIX names are <= 108 bytes
@@ -86,20 +125,7 @@ def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[DaemonHome]:
         yield home
     finally:
         try:
-            pid = home.pid()
-            if pid is not None:
-                # drop what is still held (RELEASE to the server), then stop by PID
-                for item in home.leases():
-                    daemon_client.drop(item["guest"]["key"], item["ifname"], release=True)
-                kill_daemon(pid, signal.SIGTERM)
-            stray = home.locked_pid()
-            if stray is not None and Path(f"/proc/{stray}").exists():
-                kill_daemon(stray, signal.SIGKILL)  # ours (its lock is in our dir), not answering
-                raise AssertionError(f"daemon {stray} did not answer; killed")
-            assert home.pid() is None
-            assert not os.path.exists(paths.socket) and not os.path.exists(paths.lock)
+            stop_home_daemon(home)
             assert home.state_files() == []
         finally:
             shutil.rmtree(base, ignore_errors=True)
-
-

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ovsbridge.errors import Conflict, NotFound, OperationFailed
 from ovsbridge.model import Guest, GuestSpec
-from ovsbridge.ops.backend import BridgeInfo, GuestLink, OvsPort, RouteRef
+from ovsbridge.ops.backend import BridgeInfo, GuestLink, NewPort, OvsPort, RouteRef
 
 NETNS = "/proc/4242/ns/net"
 
@@ -26,7 +29,7 @@ class FakeLease:
 class World:
     bridges: dict[str, str] = field(default_factory=dict)  # name -> datapath
     ports: dict[str, OvsPort] = field(default_factory=dict)
-    host_links: set[str] = field(default_factory=set)
+    host_links: dict[str, str] = field(default_factory=dict)  # name -> ifalias
     guest_links: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_routes: dict[int, RouteRef] = field(default_factory=dict)
     held: dict[tuple[str, str], Any] = field(default_factory=dict)
@@ -39,6 +42,7 @@ class FakeBackend:
             "docker", "c" * 64, "web1", 4242, NETNS, 777, resolv_conf="/fake/resolv.conf"
         )
         self.fail_on: str | None = None
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
         self.peer: dict[str, str] = {}
 
     def state(self) -> World:
@@ -78,16 +82,38 @@ class FakeBackend:
     def auto_datapath(self) -> str:
         return "netdev"
 
-    def ports(self, bridge: str | None = None) -> list[OvsPort]:
-        return [p for p in self.w.ports.values() if bridge is None or p.bridge == bridge]
+    def ports(self, bridge: str | None = None,
+              match: dict[str, str] | None = None) -> list[OvsPort]:
+        return [p for p in self.w.ports.values() if (bridge is None or p.bridge == bridge)
+                and all(p.external_ids.get(k) == v for k, v in (match or {}).items())]
 
-    def add_port(
-        self, bridge: str, port: str, external_ids: dict[str, str], vlan: int | None
-    ) -> None:
+    def add_ports(self, bridge: str, ports: list[NewPort], pin_mtu: int | None) -> None:
         self._maybe_fail("add_port")
-        if port in self.w.ports:
-            raise Conflict(f"port {port} exists")
-        self.w.ports[port] = OvsPort(bridge, port, 1, "", None, vlan, dict(external_ids))
+        for port in ports:
+            if port.name in self.w.ports:
+                raise Conflict(f"port {port.name} exists")
+        for port in ports:
+            self.w.ports[port.name] = OvsPort(bridge, port.name, 1, "", None, port.vlan,
+                                              dict(port.external_ids))
+
+    @contextlib.contextmanager
+    def guest_lock(self, guest_key: str, ifname: str) -> Iterator[None]:
+        lock = self._locks.setdefault((guest_key, ifname), threading.Lock())
+        with lock:
+            yield
+
+    def try_guest_lock(self, guest_key: str, ifname: str) -> bool:
+        lock = self._locks.get((guest_key, ifname))
+        return lock is None or not lock.locked()
+
+    def host_link_alias(self, name: str) -> str | None:
+        return self.w.host_links.get(name)
+
+    def set_host_alias(self, name: str, alias: str) -> None:
+        self._maybe_fail("set_host_alias")
+        if name not in self.w.host_links:
+            raise NotFound(f"interface {name} does not exist")
+        self.w.host_links[name] = alias
 
     def del_ports(self, ports: list[str]) -> None:
         for p in ports:
@@ -96,21 +122,29 @@ class FakeBackend:
     def host_links(self) -> set[str]:
         return set(self.w.host_links)
 
+    def host_link_aliases(self) -> dict[str, str]:
+        return dict(self.w.host_links)
+
     def guest_link(self, netns_path: str, ifname: str) -> GuestLink | None:
         link = self.w.guest_links.get(ifname)
         if link is None:
             return None
         return GuestLink(ifname, link["mac"], link["mtu"], True, tuple(link["addresses"]))
 
-    def create_veth(self, host: str, peer: str, netns_path: str, mtu: int | None) -> None:
+    def create_veth(self, host: str, peer: str, netns_path: str, mtu: int | None,
+                    alias: str) -> None:
         self._maybe_fail("create_veth")
-        self.w.host_links.add(host)
+        if host in self.w.host_links:
+            raise Conflict(f"interface {host} exists")
+        self.w.host_links[host] = alias
         self.w.guest_links[peer] = {"mac": "", "mtu": mtu, "addresses": [], "host": host}
 
-    def delete_host_link(self, name: str) -> bool:
+    def delete_host_link(self, name: str, alias: str | None = None) -> bool:
         if name not in self.w.host_links:
             return False
-        self.w.host_links.discard(name)
+        if alias is not None and self.w.host_links[name] != alias:
+            return False
+        del self.w.host_links[name]
         for gname, link in list(self.w.guest_links.items()):
             if link.get("host") == name:
                 del self.w.guest_links[gname]

@@ -8,10 +8,11 @@ import pytest
 
 from ovsbridge import naming
 from ovsbridge.errors import Conflict, NotFound, OperationFailed
-from ovsbridge.model import AttachRequest, parse_address_plan, parse_guest
+from ovsbridge.model import parse_address_plan, parse_guest
 from ovsbridge.ops.attach import attach, detach
 from ovsbridge.ops.backend import RouteRef
 from ovsbridge.ops.undo import FAIL_AT_ENV
+from ovsbridge.request import AttachRequest
 
 from .fake_backend import FakeBackend
 
@@ -150,7 +151,7 @@ def test_detach_twice_succeeds_and_leaves_nothing() -> None:
     first = detach(backend, parse_guest("web1"), None, False)
     second = detach(backend, parse_guest("web1"), None, False)
     assert len(first.removed) == 1 and second.removed == ()
-    assert backend.w.ports == {} and backend.w.host_links == set()
+    assert backend.w.ports == {} and backend.w.host_links == {}
 
 
 def test_stable_mac_is_local_unicast_and_repeatable() -> None:
@@ -180,4 +181,4 @@ def test_detach_ports_takes_our_ports_off_and_drops_their_leases() -> None:
     backend = fresh()
     result = attach(backend, request("dhcp"))
     assert detach_ports(backend, "br0", (result.port, "someone-elses")) == [result.port]
-    assert backend.w.ports == {} and backend.w.held == {} and backend.w.host_links == set()
+    assert backend.w.ports == {} and backend.w.held == {} and backend.w.host_links == {}

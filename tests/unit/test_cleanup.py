@@ -52,6 +52,9 @@ class FakeCleanupBackend:
         self.deleted.append(link.name)
         return self.links.pop(link.name, None) is not None
 
+    def lock_free(self, guest_key: str, ifname: str) -> bool:
+        return True
+
     def drop_lease(self, guest_key: str, ifname: str) -> bool:
         if self.drop_fails:
             raise RuntimeError("daemon says no")
@@ -76,8 +79,12 @@ class FakeCleanupBackend:
                        dict(port_ids or {}))
         self.facts.append(PortFacts(port, f"uuid-{name}", interfaces, dict(bridge_ids or {})))
         if link is not None:
+            alias = ""
+            if ids and ids.get(naming.K_OWNER) == naming.OWNER:
+                alias = naming.link_alias(ids[naming.K_CONTAINER_ID], ids[naming.K_IFNAME],
+                                          naming.ALIAS_READY)
             self.links[name] = KernelLink(name, 100 + len(self.links), None if link == "nic"
-                                          else link)
+                                          else link, alias)
 
 
 def ours(cid: str = CID, *, inode: int = 77, mode: str = "static", created: str = OLD,
@@ -230,6 +237,27 @@ def test_leases_of_removed_dhcp_ports_are_dropped_and_leftover_veths_deleted() -
     assert removed(result) == {"ovbdhcp", "ovbstat"}
     assert b.dropped == [(CID, "eth1")]
     assert result.links_deleted == ("ovbdhcp",) and "ovbdhcp" not in b.links
+
+
+def test_a_link_whose_identity_is_another_is_never_deleted() -> None:
+    b = FakeCleanupBackend()
+    b.add("ovbdhcp", ids=ours(mode="dhcp"))
+    b.links["ovbdhcp"] = KernelLink("ovbdhcp", 7, "veth", "")  # someone else's, same name
+    result = run(b)
+    assert removed(result) == {"ovbdhcp"} and "ovbdhcp" in b.links
+    assert result.links_deleted == () and "left alone" in result.notes[0]
+
+
+def test_orphan_veths_of_killed_attaches_are_deleted_when_their_lock_is_free() -> None:
+    b = FakeCleanupBackend()
+    building = naming.link_alias(CID, "eth1", naming.ALIAS_BUILDING)
+    b.links["ovbkilled"] = KernelLink("ovbkilled", 8, "veth", building)
+    b.links["ovbforeign"] = KernelLink("ovbforeign", 9, "veth", "")
+    dry = run(b, dry_run=True)
+    assert dry.links_deleted == ("ovbkilled",) and "ovbkilled" in b.links
+    result = run(b)
+    assert result.links_deleted == ("ovbkilled",)
+    assert "ovbkilled" not in b.links and "ovbforeign" in b.links
 
 
 def test_a_failing_lease_drop_is_a_note_not_a_failure() -> None:

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from ovsbridge.errors import BadInput, OperationFailed
-from ovsbridge.model import AttachRequest
+from ovsbridge.naming import pipework_mac
 from ovsbridge.ops import watcher as w
+from ovsbridge.request import AttachRequest
 from ovsbridge.system.docker_events import ContainerEvent, DockerGone, RunningContainer
 
 CID = "c" * 64
@@ -144,7 +145,8 @@ def test_labels_to_request() -> None:
     assert not req.replace
     dhcp = w.request_from_labels(CID, GOOD)
     assert dhcp.plan.mode == "dhcp" and dhcp.ifname == "eth1" and dhcp.mac is None
-    assert w.request_from_labels(CID, {**GOOD, "ovsbridge.mac": "U:web1"}).mac == "U:web1"
+    assert w.request_from_labels(CID, {**GOOD, "ovsbridge.mac": "U:web1"}).mac == \
+        pipework_mac("web1")
 
 
 @pytest.mark.parametrize(("labels", "words"), [

@@ -49,7 +49,8 @@ def test_usage_error_is_one_line_exit_2(runner: CliRunner) -> None:
     result = runner.invoke(main, ["attach", "br0"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        "error: Missing argument 'GUEST'; hint: see 'main attach --help'"]
+        "error: attach needs BRIDGE, at least one GUEST and ADDRESS; hint: e.g. ovsbridge "
+        "attach ovsbr0 web1 dhcp (see 'ovsbridge attach --help')"]
 
 
 def test_json_usage_error_is_json(runner: CliRunner) -> None:

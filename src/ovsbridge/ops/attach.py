@@ -1,24 +1,52 @@
-"""attach and detach: put a guest's interface on an OVS bridge, or take it off.
+"""attach and detach: put guests' interfaces on an OVS bridge, or take them off.
 
-attach is a sequence of small steps, each followed by pushing its undo; any failure unwinds
-what was done, so the host, the bridge and the guest end exactly as they started. A repeat
-of the same attach is a no-op; a different configuration for the same guest and ifname is a
-conflict unless ``replace``. detach succeeds when there is nothing left to remove.
+One code path for one guest or a hundred: ``attach_many`` prepares every guest (veth, guest
+link, offload) in parallel, adds all their OVS ports in one transaction per bridge, then
+configures addresses (DHCP exchanges concurrent). Each guest has its own undo stack: a
+failing guest is rolled back without touching the others. Work on one guest interface is
+serialised by ``backend.guest_lock`` (across processes), so parallel identical attaches all
+succeed with one port.
+
+Crash consistency: the host veth end carries its identity in its ifalias, ``building`` until
+the last step has run and ``ready`` after; cleanup and a re-attach treat a ``building``
+attachment whose lock is free as the leftover of a killed run. Nothing is deleted by name
+alone: a host link is deleted only when its identity is the one meant.
+
+``replace`` is atomic in effect: every check runs before the old attachment is touched, and
+if building the new one fails, the old one is rebuilt from the request it recorded.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import re
+import threading
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 from ovsbridge import naming
-from ovsbridge.errors import Conflict, NotFound, OvsbridgeError
-from ovsbridge.model import AttachRequest, Guest, GuestSpec, StaticAddress
-from ovsbridge.ops.backend import Backend, OvsPort
+from ovsbridge.errors import (
+    BadInput,
+    Conflict,
+    NotFound,
+    OperationFailed,
+    OvsbridgeError,
+)
+from ovsbridge.model import Guest, GuestSpec, StaticAddress
+from ovsbridge.ops.backend import Backend, BridgeInfo, NewPort, OvsPort
 from ovsbridge.ops.undo import UndoStack
+from ovsbridge.request import AttachRequest, build_attach_request
+
+log = logging.getLogger(__name__)
+MAX_WORKERS = 16  # guests worked on at once (mostly waiting: netlink, OVSDB, DHCP)
+
+Progress = Callable[[int, Any], None]
 
 
 @dataclass(frozen=True)
@@ -50,28 +78,16 @@ class AttachResult:
 class DetachResult:
     guest: str
     removed: tuple[tuple[str, str, str], ...]  # (bridge, port, ifname)
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"container": self.guest, "removed": [
-            {"bridge": b, "port": p, "ifname": i} for b, p, i in self.removed]}
+            {"bridge": b, "port": p, "ifname": i} for b, p, i in self.removed],
+            "notes": list(self.notes)}
 
 
 def resolve_mac(req: AttachRequest, guest: Guest) -> str:
-    if req.mac is None:
-        return naming.stable_mac(guest.key, req.ifname)
-    if req.mac.upper().startswith("U:"):
-        return naming.pipework_mac(req.mac[2:])
-    return req.mac
-
-
-def _fingerprint(req: AttachRequest, mac: str, mtu: int | None) -> str:
-    config = {
-        "bridge": req.bridge, "plan": str(req.plan), "mac": mac, "vlan": req.vlan,
-        "mtu": mtu, "host_ifname": req.host_ifname,
-    }
-    if req.plan.mode == "dhcp":
-        config.update(hostname=req.hostname, default_route=req.default_route, dns=req.dns)
-    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return req.mac or naming.stable_mac(guest.key, req.ifname)
 
 
 def dhcp_hostname(req: AttachRequest, guest: Guest) -> str | None:
@@ -85,92 +101,323 @@ def ours(port: OvsPort) -> bool:
 
 
 def attachments_of(backend: Backend, key: str, ifname: str | None = None) -> list[OvsPort]:
-    return [p for p in backend.ports() if ours(p)
-            and p.external_ids.get(naming.K_CONTAINER_ID) == key
-            and (ifname is None or p.external_ids.get(naming.K_IFNAME) == ifname)]
+    match = {naming.K_OWNER: naming.OWNER, naming.K_CONTAINER_ID: key}
+    if ifname is not None:
+        match[naming.K_IFNAME] = ifname
+    return backend.ports(None, match)
+
+
+# ----- attach -----------------------------------------------------------------------------
+@dataclass
+class _Work:
+    """One guest's attach as it goes through the phases."""
+
+    index: int
+    req: AttachRequest
+    undo: UndoStack
+    locks: ExitStack = field(default_factory=ExitStack)
+    guest: Guest | None = None
+    mac: str = ""
+    mtu: int | None = None
+    host_name: str = ""
+    status: str = "attached"
+    port: NewPort | None = None
+    outcome: Any = None  # AttachResult | OvsbridgeError once finished
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not None
 
 
 def attach(backend: Backend, req: AttachRequest) -> AttachResult:
-    guest = backend.resolve_guest(req.guest)
-    bridge = backend.bridge_info(req.bridge)
-    status = "attached"
-    undo = UndoStack()
+    """Attach one guest; raises its error (after rollback)."""
+    outcome = attach_many(backend, [req])[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    assert isinstance(outcome, AttachResult)
+    return outcome
+
+
+def attach_many(backend: Backend, requests: Sequence[AttachRequest],
+                progress: Progress | None = None, fail_at: str | None = None) -> list[Any]:
+    """Attach every request; one AttachResult or OvsbridgeError per request, in order.
+
+    PROGRESS(index, outcome) is called as each guest finishes (from worker threads);
+    FAIL_AT is the test hook of ops/undo.py.
+    """
+    works = [_Work(i, r, UndoStack(fail_at)) for i, r in enumerate(requests)]
+    claimed: dict[tuple[str, str], int] = {}
+    claim_lock = threading.Lock()
+    bridge_undo = UndoStack(fail_at)
+
+    def finish(work: _Work, outcome: Any) -> None:
+        work.outcome = outcome
+        work.locks.close()
+        if progress is not None:
+            progress(work.index, outcome)
+
+    def fail(work: _Work, exc: BaseException) -> None:
+        error = work.undo.fail(exc)
+        finish(work, _domain(error))
+
     try:
-        if bridge is None:
-            if not req.create_bridge:
-                raise NotFound(
-                    f'bridge "{req.bridge}" does not exist',
-                    hint="create it with 'ovsbridge setup-bridge UPLINK --bridge "
-                         f"{req.bridge}', or pass --create-bridge",
+        bridges = _bridges(backend, works, bridge_undo, fail)
+
+        def prepare(work: _Work) -> None:
+            try:
+                early = _prepare(backend, work, bridges[work.req.bridge], claimed, claim_lock)
+            except Exception as exc:
+                fail(work, exc)
+                return
+            if early is not None:
+                finish(work, early)
+
+        _each(prepare, [w for w in works if not w.done])
+        for name, info in bridges.items():
+            ready = [w for w in works if not w.done and w.port is not None
+                     and w.req.bridge == name]
+            _add_ports(backend, info, ready, fail)
+
+        def configure(work: _Work) -> None:
+            try:
+                finish(work, _configure(backend, work))
+            except Exception as exc:
+                fail(work, exc)
+
+        _each(configure, [w for w in works if not w.done])
+        if bridge_undo.pending and all(isinstance(w.outcome, OvsbridgeError) for w in works):
+            bridge_undo.unwind()  # a bridge we created for guests that all failed
+        bridge_undo.commit()
+    except BaseException as exc:  # Ctrl-C, or a bug: unwind everything not finished
+        for work in works:
+            if not work.done:
+                work.undo.unwind()
+                work.locks.close()
+        bridge_undo.unwind()
+        raise exc from None
+    return [w.outcome for w in works]
+
+
+def _each(func: Callable[[_Work], None], works: list[_Work]) -> None:
+    if len(works) <= 1:
+        for work in works:
+            func(work)
+        return
+    with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(works))) as pool:
+        list(pool.map(func, works))
+
+
+def _domain(exc: BaseException) -> OvsbridgeError:
+    if isinstance(exc, OvsbridgeError):
+        return exc
+    log.error("internal error during attach", exc_info=exc)
+    wrapped = OperationFailed(f"internal error: {type(exc).__name__}: {exc}",
+                              hint="run again with --debug and report the traceback")
+    wrapped.__cause__ = exc
+    return wrapped
+
+
+def _bridges(backend: Backend, works: list[_Work], undo: UndoStack,
+             fail: Callable[[_Work, BaseException], None]) -> dict[str, BridgeInfo]:
+    """Each bridge the requests name, created when asked; requests on a missing one fail."""
+    found: dict[str, BridgeInfo] = {}
+    for name in dict.fromkeys(w.req.bridge for w in works):
+        mine = [w for w in works if w.req.bridge == name]
+        info = backend.bridge_info(name)
+        if info is None and any(w.req.create_bridge for w in mine):
+            backend.create_bridge(name, backend.auto_datapath())
+            undo.push(f"delete bridge {name}", functools.partial(backend.delete_bridge, name))
+            try:
+                undo.step_done("bridge")
+            except Exception as exc:
+                undo.unwind()
+                for work in mine:
+                    fail(work, exc)
+                continue
+            info = backend.bridge_info(name)
+        if info is None:
+            for work in mine:
+                fail(work, NotFound(
+                    f'bridge "{name}" does not exist',
+                    hint=f"create it with 'ovsbridge setup-bridge UPLINK --bridge {name}', "
+                         "or pass --create-bridge"))
+            continue
+        found[name] = info
+    return found
+
+
+def _prepare(backend: Backend, work: _Work, bridge: BridgeInfo,
+             claimed: dict[tuple[str, str], int],
+             claim_lock: threading.Lock) -> AttachResult | None:
+    """Resolve, lock, decide, then build the veth and the guest link (no OVS write yet).
+
+    Returns the result at once when the same attachment already exists."""
+    req, undo = work.req, work.undo
+    guest = backend.resolve_guest(req.guest)
+    work.guest = guest
+    with claim_lock:
+        other = claimed.setdefault((guest.key, req.ifname), work.index)
+    if other != work.index:
+        raise BadInput(f"{_describe(guest)} {req.ifname} is asked twice in one command",
+                       hint="list each guest once")
+    work.locks.enter_context(backend.guest_lock(guest.key, req.ifname))
+    mac = resolve_mac(req, guest)
+    host_name = req.host_ifname or naming.host_ifname(guest.key, req.ifname)
+    fingerprint = req.fingerprint()
+
+    old: OvsPort | None = None
+    existing = attachments_of(backend, guest.key, req.ifname)
+    for found in existing:
+        if _healthy(backend, found, guest):
+            if found.external_ids.get(naming.K_CONFIG) == fingerprint:
+                return _result("already attached", found.bridge, found.port, guest, req, mac,
+                               _recorded_mtu(found) or req.mtu or bridge.mtu,
+                               _recorded_addresses(found))
+            if not req.replace:
+                raise Conflict(
+                    f'{_describe(guest)} already has {req.ifname} on bridge '
+                    f'"{found.bridge}" with another configuration',
+                    hint="detach it first, or pass --replace",
                 )
-            datapath = backend.auto_datapath()
-            backend.create_bridge(req.bridge, datapath)
-            undo.push(f"delete bridge {req.bridge}", lambda: backend.delete_bridge(req.bridge))
-            undo.step_done("bridge")
-            bridge = backend.bridge_info(req.bridge)
-            if bridge is None:
-                raise NotFound(f'bridge "{req.bridge}" vanished right after being created')
+            work.status = "replaced"
+        old = found
+    stale = [p for p in existing if p is not old]
 
-        mac = resolve_mac(req, guest)
-        mtu = req.mtu or bridge.mtu
-        fingerprint = _fingerprint(req, mac, mtu)
-        host_name = req.host_ifname or naming.host_ifname(guest.key, req.ifname)
+    # Every check before anything is touched: a failed replace must leave the old one.
+    alias = backend.host_link_alias(host_name)
+    leftover = False
+    if alias is not None and not (old is not None and old.port == host_name):
+        parsed = naming.parse_link_alias(alias)
+        if parsed is None or parsed[1:] != (guest.key, req.ifname):
+            raise Conflict(f"host interface {host_name} already exists and is not "
+                           f"ovsbridge's for {_describe(guest)}",
+                           hint="pick another --host-ifname")
+        leftover = True  # our own veth from a killed attach (we hold its lock)
+    guest_link = backend.guest_link(guest.netns_path, req.ifname)
+    if guest_link is not None and not (old is not None and _same_netns(old, guest)) \
+            and not leftover:
+        raise Conflict(f"{_describe(guest)} already has an interface named {req.ifname}",
+                       hint="pick another --ifname")
 
-        existing = attachments_of(backend, guest.key, req.ifname)
-        if existing:
-            found = existing[0]
-            if _healthy(backend, found, guest):
-                if found.external_ids.get(naming.K_CONFIG) == fingerprint:
-                    undo.commit()
-                    return _result("already attached", found.bridge, found.port, guest, req,
-                                   mac, mtu, _recorded_addresses(found))
-                if not req.replace:
-                    raise Conflict(
-                        f'{_describe(guest)} already has {req.ifname} on bridge '
-                        f'"{found.bridge}" with another configuration',
-                        hint="detach it first, or pass --replace",
-                    )
-                status = "replaced"
-            _remove_attachment(backend, found, guest)
+    for port in stale:
+        _remove_attachment(backend, port, guest)
+    if leftover:
+        backend.delete_host_link(host_name, alias)
+    if old is not None:
+        old_request = _recorded_request(old) if work.status == "replaced" else None
+        _remove_attachment(backend, old, guest)
+        if old_request is not None:
+            undo.push(f"restore the previous attachment of {guest.name}",
+                      lambda: _rebuild(backend, old_request, guest))
+    _build(backend, work, bridge, guest)
+    return None
 
-        if host_name in backend.host_links():
-            raise Conflict(f"host interface {host_name} already exists",
-                           hint="run 'ovsbridge cleanup', or pick another --host-ifname")
-        if backend.guest_link(guest.netns_path, req.ifname) is not None:
-            raise Conflict(f"{_describe(guest)} already has an interface named {req.ifname}",
-                           hint="pick another --ifname")
 
-        peer = naming.peer_tmp_ifname(host_name)
-        backend.create_veth(host_name, peer, guest.netns_path, mtu)
-        undo.push(f"delete veth {host_name}", lambda: backend.delete_host_link(host_name))
-        undo.step_done("veth")
+def _build(backend: Backend, work: _Work, bridge: BridgeInfo, guest: Guest) -> None:
+    """The veth pair (host end tagged ``building``), the guest link, offload, link up."""
+    req, undo = work.req, work.undo
+    work.guest = guest
+    work.mac = resolve_mac(req, guest)
+    work.mtu = req.mtu or bridge.mtu
+    host_name = work.host_name = req.host_ifname or naming.host_ifname(guest.key, req.ifname)
+    peer = naming.peer_tmp_ifname(host_name)
+    building = naming.link_alias(guest.key, req.ifname, naming.ALIAS_BUILDING)
+    backend.create_veth(host_name, peer, guest.netns_path, work.mtu, building)
+    undo.push(f"delete veth {host_name}",
+              lambda: backend.delete_host_link(host_name, building))
+    undo.step_done("veth")
 
-        backend.configure_guest_link(guest.netns_path, peer, req.ifname, mac, mtu)
-        undo.step_done("guest-link")
+    backend.configure_guest_link(guest.netns_path, peer, req.ifname, work.mac, work.mtu)
+    undo.step_done("guest-link")
 
-        if bridge.datapath == "netdev":
-            backend.disable_tx_offload(host_name, None)
-            backend.disable_tx_offload(req.ifname, guest.netns_path)
-            undo.step_done("offload")
-        backend.set_host_up(host_name)
+    if bridge.datapath == "netdev":
+        backend.disable_tx_offload(host_name, None)
+        backend.disable_tx_offload(req.ifname, guest.netns_path)
+        undo.step_done("offload")
+    backend.set_host_up(host_name)
+    addresses = tuple(str(s) for s in req.plan.statics)
+    work.port = NewPort(host_name, _external_ids(guest, req, work.mac, work.mtu,
+                                                 req.fingerprint(), addresses), req.vlan)
 
-        addresses = tuple(str(s) for s in req.plan.statics)
-        ids = _external_ids(guest, req, mac, mtu, fingerprint, addresses)
-        backend.add_port(req.bridge, host_name, ids, req.vlan)
-        undo.push(f"delete port {host_name}", lambda: backend.del_ports([host_name]))
-        undo.step_done("port")
 
-        lease_json: dict[str, Any] | None = None
-        if req.plan.mode == "static":
-            _apply_statics(backend, undo, guest, req, mac)
-        elif req.plan.mode == "dhcp":
-            lease_json = _apply_dhcp(backend, undo, guest, req, mac)
-            addresses = (str(lease_json["address"]),)
-        undo.commit()
-        return _result(status, req.bridge, host_name, guest, req, mac, mtu, addresses,
-                       lease_json)
+def _add_ports(backend: Backend, bridge: BridgeInfo, works: list[_Work],
+               fail: Callable[[_Work, BaseException], None]) -> None:
+    """All prepared ports of BRIDGE in one transaction (one by one if that fails)."""
+    if not works:
+        return
+    pin = None
+    if bridge.mtu_request is None and bridge.mtu and any(
+            w.mtu is not None and w.mtu < bridge.mtu for w in works):
+        # NOTE: OVS lowers a bridge's internal port to its smallest port's MTU unless the
+        # bridge has mtu_request: pin the MTU it has now, so a small container never lowers
+        # the host's own MTU.
+        pin = bridge.mtu
+    try:
+        backend.add_ports(bridge.name, [w.port for w in works if w.port], pin)
+    except Exception as exc:
+        if len(works) == 1:
+            fail(works[0], exc)
+            return
+        for work in works:
+            try:
+                assert work.port is not None
+                backend.add_ports(bridge.name, [work.port], pin)
+            except Exception as one:
+                fail(work, one)
+                continue
+            _port_added(backend, work, fail)
+        return
+    for work in works:
+        _port_added(backend, work, fail)
+
+
+def _port_added(backend: Backend, work: _Work,
+                fail: Callable[[_Work, BaseException], None]) -> None:
+    name = work.host_name
+    work.undo.push(f"delete port {name}", lambda: backend.del_ports([name]))
+    try:
+        work.undo.step_done("port")
+    except Exception as exc:
+        fail(work, exc)
+
+
+def _configure(backend: Backend, work: _Work) -> AttachResult:
+    """Addresses, routes, announcements or DHCP; then mark the attachment ready."""
+    req, undo, guest = work.req, work.undo, work.guest
+    assert guest is not None
+    addresses = tuple(str(s) for s in req.plan.statics)
+    lease_json: dict[str, Any] | None = None
+    if req.plan.statics:
+        _apply_statics(backend, undo, guest, req, work.mac)
+    if "dhcp" in req.plan.dynamic:
+        lease_json = _apply_dhcp(backend, undo, guest, req, work.mac)
+        addresses = (str(lease_json["address"]), *addresses)
+    backend.set_host_alias(work.host_name,
+                           naming.link_alias(guest.key, req.ifname, naming.ALIAS_READY))
+    undo.step_done("ready")
+    undo.commit()
+    return _result(work.status, req.bridge, work.host_name, guest, req, work.mac, work.mtu,
+                   addresses, lease_json)
+
+
+def _rebuild(backend: Backend, req: AttachRequest, guest: Guest) -> None:
+    """Undo of a replace: the previous attachment again, as it was asked (lock held)."""
+    bridge = backend.bridge_info(req.bridge)
+    if bridge is None:
+        raise NotFound(f'bridge "{req.bridge}" of the previous attachment is gone')
+    work = _Work(0, req, UndoStack(""))
+    failures: list[BaseException] = []
+    try:
+        _build(backend, work, bridge, guest)
     except BaseException as exc:
-        raise undo.fail(exc) from None
+        raise work.undo.fail(exc) from None
+    _add_ports(backend, bridge, [work], lambda w, e: failures.append(w.undo.fail(e)))
+    if failures:
+        raise failures[0]
+    try:
+        _configure(backend, work)
+    except BaseException as exc:
+        raise work.undo.fail(exc) from None
 
 
 def _apply_statics(backend: Backend, undo: UndoStack, guest: Guest, req: AttachRequest,
@@ -243,6 +490,7 @@ def _external_ids(guest: Guest, req: AttachRequest, mac: str, mtu: int | None,
         naming.K_ADDRESSES: ",".join(addresses),
         naming.K_MODE: req.plan.mode,
         naming.K_CONFIG: fingerprint,
+        naming.K_REQUEST: json.dumps(req.to_dict(), sort_keys=True, separators=(",", ":")),
         naming.K_CREATED_AT: f"{time.time():.3f}",
     }
     if guest.pid is not None:
@@ -252,18 +500,55 @@ def _external_ids(guest: Guest, req: AttachRequest, mac: str, mtu: int | None,
     return ids
 
 
+def _recorded_request(port: OvsPort) -> AttachRequest | None:
+    raw = port.external_ids.get(naming.K_REQUEST)
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        return build_attach_request({**data, "replace": False, "create_bridge": False})
+    except (ValueError, TypeError, OvsbridgeError):
+        log.warning("port %s records a request that no longer parses", port.port)
+        return None
+
+
+def _same_netns(port: OvsPort, guest: Guest) -> bool:
+    return port.external_ids.get(naming.K_NETNS_INODE) == str(guest.netns_inode)
+
+
 def _healthy(backend: Backend, port: OvsPort, guest: Guest) -> bool:
+    """A complete attachment in the guest's current netns, with both veth ends there."""
     ids = port.external_ids
-    if ids.get(naming.K_NETNS_INODE) != str(guest.netns_inode):
+    if not _same_netns(port, guest):
         return False
-    if port.port not in backend.host_links():
+    if not _link_is(backend.host_link_alias(port.port), port, naming.ALIAS_READY):
         return False
     return backend.guest_link(guest.netns_path, ids.get(naming.K_IFNAME, "")) is not None
+
+
+def _link_is(alias: str | None, port: OvsPort, state: str | None = None) -> bool:
+    """Does the host link's ALIAS prove it is PORT's (and in STATE, if given)?"""
+    if alias is None:
+        return False
+    ids = port.external_ids
+    key, ifname = ids.get(naming.K_CONTAINER_ID, ""), ids.get(naming.K_IFNAME, "")
+    parsed = naming.parse_link_alias(alias)
+    if parsed is None:
+        # NOTE: attachments made before links carried an identity: only the default name,
+        # which is derived from the guest and ifname, proves the link is this one.
+        return alias == "" and port.port == naming.host_ifname(key, ifname) and state != \
+            naming.ALIAS_BUILDING
+    return parsed[1:] == (key, ifname) and (state is None or parsed[0] == state)
 
 
 def _recorded_addresses(port: OvsPort) -> tuple[str, ...]:
     text = port.external_ids.get(naming.K_ADDRESSES, "")
     return tuple(a for a in text.split(",") if a)
+
+
+def _recorded_mtu(port: OvsPort) -> int | None:
+    text = port.external_ids.get(naming.K_MTU, "")
+    return int(text) if text.isdigit() else None
 
 
 def _describe(guest: Guest) -> str:
@@ -277,17 +562,34 @@ def _result(status: str, bridge: str, port: str, guest: Guest, req: AttachReques
                         req.vlan, req.plan.mode, addresses, lease)
 
 
-def _remove_attachment(backend: Backend, port: OvsPort, guest: Guest | None) -> None:
-    """Take one attachment down: lease, guest link, port, host link. Idempotent."""
+# ----- detach -----------------------------------------------------------------------------
+def _remove_attachment(backend: Backend, port: OvsPort, guest: Guest | None) -> list[str]:
+    """Take one attachment down: lease, port, host veth (only if it is provably this one's;
+    its guest end goes with it). Idempotent. Returns notes for what was left alone."""
     ids = port.external_ids
     key = ids.get(naming.K_CONTAINER_ID, "")
     ifname = ids.get(naming.K_IFNAME, "")
+    notes = []
     if ids.get(naming.K_MODE) == "dhcp":
         backend.daemon_drop(key, ifname, True)
-    if guest is not None and ids.get(naming.K_NETNS_INODE) == str(guest.netns_inode):
-        backend.delete_guest_link(guest.netns_path, ifname)
     backend.del_ports([port.port])
-    backend.delete_host_link(port.port)
+    alias = backend.host_link_alias(port.port)
+    if _link_is(alias, port):
+        backend.delete_host_link(port.port, alias)
+    elif alias is not None:
+        notes.append(f"left host interface {port.port} alone: it is not this attachment's "
+                     f"any more")
+        if guest is not None and _same_netns(port, guest):
+            _delete_guest_end(backend, guest, ifname)
+    elif guest is not None and _same_netns(port, guest):
+        _delete_guest_end(backend, guest, ifname)
+    return notes
+
+
+def _delete_guest_end(backend: Backend, guest: Guest, ifname: str) -> None:
+    link = backend.guest_link(guest.netns_path, ifname)
+    if link is not None:
+        backend.delete_guest_link(guest.netns_path, ifname)
 
 
 def detach(backend: Backend, spec: GuestSpec, ifname: str | None,
@@ -297,18 +599,45 @@ def detach(backend: Backend, spec: GuestSpec, ifname: str | None,
         guest = backend.resolve_guest(spec)
     except (NotFound, Conflict):
         guest = None  # gone or stopped: detach what OVS still records for it
-    except OvsbridgeError:
-        raise
     matches = _find_for_detach(backend, spec, guest)
     if not all_ifaces:
         wanted = ifname or "eth1"
         matches = [p for p in matches if p.external_ids.get(naming.K_IFNAME) == wanted]
     removed = []
+    notes: list[str] = []
     for port in matches:
-        _remove_attachment(backend, port, guest)
-        removed.append((port.bridge, port.port, port.external_ids.get(naming.K_IFNAME, "")))
-    name = guest.name if guest else str(spec)
-    return DetachResult(name, tuple(removed))
+        key = port.external_ids.get(naming.K_CONTAINER_ID, "")
+        name = port.external_ids.get(naming.K_IFNAME, "")
+        with backend.guest_lock(key, name):
+            # Re-read under the lock: a concurrent attach or detach may have changed it.
+            current = [p for p in attachments_of(backend, key, name) if p.port == port.port]
+            if not current:
+                continue
+            notes += _remove_attachment(backend, current[0], guest)
+        removed.append((port.bridge, port.port, name))
+    label = guest.name if guest else str(spec)
+    return DetachResult(label, tuple(removed), tuple(notes))
+
+
+def detach_many(backend: Backend, specs: Sequence[GuestSpec], ifname: str | None,
+                all_ifaces: bool, progress: Progress | None = None) -> list[Any]:
+    """detach for each guest; one DetachResult or OvsbridgeError per guest, in order."""
+    out: list[Any] = [None] * len(specs)
+
+    def one(index: int) -> None:
+        try:
+            out[index] = detach(backend, specs[index], ifname, all_ifaces)
+        except Exception as exc:
+            out[index] = _domain(exc)
+        if progress is not None:
+            progress(index, out[index])
+
+    if len(specs) == 1:
+        one(0)
+    else:
+        with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(specs))) as pool:
+            list(pool.map(one, range(len(specs))))
+    return out
 
 
 def detach_ports(backend: Backend, bridge: str, names: tuple[str, ...]) -> list[str]:
@@ -322,9 +651,9 @@ def detach_ports(backend: Backend, bridge: str, names: tuple[str, ...]) -> list[
 
 
 def _find_for_detach(backend: Backend, spec: GuestSpec, guest: Guest | None) -> list[OvsPort]:
-    ports = [p for p in backend.ports() if ours(p)]
     if guest is not None:
-        return [p for p in ports if p.external_ids.get(naming.K_CONTAINER_ID) == guest.key]
+        return attachments_of(backend, guest.key)
+    ports = backend.ports(None, {naming.K_OWNER: naming.OWNER})
     ref = spec.ref
     out = []
     for p in ports:

@@ -6,6 +6,7 @@ use an in-memory fake. Values passed across are plain dataclasses from model.py 
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,6 +18,16 @@ class BridgeInfo:
     name: str
     datapath: str
     mtu: int | None
+    mtu_request: int | None = None  # the bridge's own interface's pinned MTU, if any
+
+
+@dataclass(frozen=True)
+class NewPort:
+    """A port to add: its (single) interface is the host end NAME of a veth."""
+
+    name: str
+    external_ids: dict[str, str]
+    vlan: int | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,8 @@ class OvsPort:
     external_ids: dict[str, str] = field(default_factory=dict)
     port_external_ids: dict[str, str] = field(default_factory=dict)
     mac_in_use: str | None = None
+    uuid: str = ""
+    mtu: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,16 +77,35 @@ class Backend(Protocol):
     def create_bridge(self, name: str, datapath: str) -> None: ...
     def delete_bridge(self, name: str) -> None: ...
     def auto_datapath(self) -> str: ...
-    def ports(self, bridge: str | None = None) -> list[OvsPort]: ...
-    def add_port(self, bridge: str, port: str, external_ids: dict[str, str],
-                 vlan: int | None) -> None: ...
+    def ports(self, bridge: str | None = None,
+              match: dict[str, str] | None = None) -> list[OvsPort]:
+        """Ports (of BRIDGE, or all) whose Interface external_ids include every MATCH pair."""
+        ...
+    def add_ports(self, bridge: str, ports: list[NewPort], pin_mtu: int | None) -> None:
+        """Add PORTS to BRIDGE in one transaction; PIN_MTU sets the bridge's mtu_request."""
+        ...
     def del_ports(self, ports: list[str]) -> None: ...
+
+    # serialisation: one operation at a time per guest interface, across processes
+    def guest_lock(self, guest_key: str, ifname: str) -> AbstractContextManager[None]: ...
+    def try_guest_lock(self, guest_key: str, ifname: str) -> bool:
+        """True when no operation holds GUEST_KEY/IFNAME now (a probe: nothing is kept)."""
+        ...
 
     # links
     def host_links(self) -> set[str]: ...
     def guest_link(self, netns_path: str, ifname: str) -> GuestLink | None: ...
-    def create_veth(self, host: str, peer: str, netns_path: str, mtu: int | None) -> None: ...
-    def delete_host_link(self, name: str) -> bool: ...
+    def create_veth(self, host: str, peer: str, netns_path: str, mtu: int | None,
+                    alias: str) -> None:
+        """A veth pair, HOST here carrying ALIAS (its identity), PEER in the netns."""
+        ...
+    def host_link_alias(self, name: str) -> str | None:
+        """The identity (ifalias) of host link NAME: "" when it has none, None if absent."""
+        ...
+    def set_host_alias(self, name: str, alias: str) -> None: ...
+    def delete_host_link(self, name: str, alias: str | None = None) -> bool:
+        """Delete host link NAME if it exists and, when ALIAS is given, carries exactly it."""
+        ...
     def delete_guest_link(self, netns_path: str, ifname: str) -> bool: ...
     def configure_guest_link(self, netns_path: str, tmp: str, ifname: str, mac: str,
                              mtu: int | None) -> None: ...

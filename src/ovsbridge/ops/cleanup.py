@@ -45,6 +45,7 @@ class KernelLink:
     name: str
     index: int
     kind: str | None
+    alias: str = ""  # ifalias: ovsbridge's identity on links it made (naming.link_alias)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class CleanupBackend(GuestProbe, Protocol):
     def remove_ports(self, ports: Sequence[PortFacts]) -> None: ...
     def delete_link(self, link: KernelLink) -> bool: ...
     def drop_lease(self, guest_key: str, ifname: str) -> bool: ...
+    def lock_free(self, guest_key: str, ifname: str) -> bool: ...
 
 
 class BackendProbe:
@@ -117,6 +119,13 @@ def assess(port: OvsPort, owner: str, links: Mapping[str, KernelLink] | Collecti
         return Verdict("error", f"OVS reports: {port.error}" if port.error else "ofport -1")
     ids = port.external_ids
     if owner == "ovsbridge":
+        link = links.get(port.port) if isinstance(links, Mapping) else None
+        parsed = naming.parse_link_alias(link.alias) if isinstance(link, KernelLink) else None
+        if parsed is not None and parsed[0] == naming.ALIAS_BUILDING:
+            free = getattr(probe, "lock_free", None)
+            if free is None or free(parsed[1], parsed[2]):
+                return Verdict("stale", "incomplete attachment (its attach was killed)")
+            return Verdict("ok", "attach in progress")
         inode = ids.get(naming.K_NETNS_INODE, "")
         kind = ids.get(naming.K_GUEST_KIND, "docker")
         state = probe.guest_state(kind, ids.get(naming.K_CONTAINER_ID, ""),
@@ -243,11 +252,13 @@ def _identity(port: OvsPort, owner: str) -> tuple[str | None, str | None, str | 
 
 def cleanup(backend: CleanupBackend, bridge: str | None = None, *, dry_run: bool = False,
             min_age: float = MIN_AGE, now: float | None = None,
-            select: Callable[[PortFacts], bool] | None = None) -> CleanupResult:
+            select: Callable[[PortFacts], bool] | None = None,
+            incomplete_only: bool = False) -> CleanupResult:
     """Remove stale ports (on BRIDGE, or every bridge); with DRY_RUN only say which.
 
     SELECT narrows the candidates (the watcher passes "ports of this container"); ports it
-    rejects are not reported at all.
+    rejects are not reported at all. INCOMPLETE_ONLY removes only what killed attaches left
+    (the daemon's start-up sweep).
     """
     if bridge is not None and not backend.bridge_exists(bridge):
         from ovsbridge.errors import NotFound
@@ -273,20 +284,38 @@ def cleanup(backend: CleanupBackend, bridge: str | None = None, *, dry_run: bool
             return CleanupEntry(port.bridge, port.port, owner, cid, name, ifname, verdict.state,
                                 action, reason)
 
+        if incomplete_only and not verdict.reason.startswith("incomplete"):
+            continue
         if verdict.state == "ok":
             kept.append(entry("kept", f"{shield}, healthy" if shield else verdict.reason))
         elif shield:
             kept.append(entry("kept", f"{shield} (never removed; {verdict.reason})"))
-        elif age is not None and age < min_age:
+        elif age is not None and age < min_age and not verdict.reason.startswith("incomplete"):
+            # NOTE: an incomplete attachment was judged by its lock (free: nobody is building
+            # it), which is proof enough; the grace period is for ports we cannot judge so.
             kept.append(entry("kept", f"created {max(age, 0):.0f}s ago, may be an attach in "
                                       f"flight ({verdict.reason})"))
         else:
             doomed.append((item, entry("would remove" if dry_run else "removed",
                                        verdict.reason)))
-    if dry_run or not doomed:
-        return CleanupResult(dry_run, tuple(e for _, e in doomed), tuple(kept))
-    backend.remove_ports([f for f, _ in doomed])
-    leases, deleted, notes = _after_removal(backend, [f for f, _ in doomed], links)
+    orphans: list[KernelLink] = []
+    if bridge is None and select is None:
+        orphans = orphan_links(links, {f.port.port for f in facts}, backend.lock_free)
+    if dry_run:
+        return CleanupResult(True, tuple(e for _, e in doomed), tuple(kept),
+                             links_deleted=tuple(o.name for o in orphans))
+    leases: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    if doomed:
+        backend.remove_ports([f for f, _ in doomed])
+        leases, deleted, notes = _after_removal(backend, [f for f, _ in doomed], links)
+    for link in orphans:
+        try:
+            if backend.delete_link(link):
+                deleted += (link.name,)
+        except Exception as exc:  # reported
+            notes += (f"leftover veth {link.name} not deleted: {exc}",)
     return CleanupResult(False, tuple(e for _, e in doomed), tuple(kept), leases, deleted,
                          notes)
 
@@ -309,6 +338,9 @@ def _after_removal(backend: CleanupBackend, removed: Iterable[PortFacts],
             except Exception as exc:  # the port is gone; the lease is advisory
                 notes.append(f"lease of {key[:12]}/{ifname} not dropped: {exc}")
         link = links.get(port.port)
+        if link is not None and owner_of(port) == "ovsbridge" and not _link_proves(link, port):
+            notes.append(f"host interface {link.name} left alone: it is not this port's")
+            continue
         if link is not None and link.kind == "veth":
             try:
                 if backend.delete_link(link):
@@ -316,6 +348,30 @@ def _after_removal(backend: CleanupBackend, removed: Iterable[PortFacts],
             except Exception as exc:  # reported; the OVS part is done
                 notes.append(f"host interface {link.name} not deleted: {exc}")
     return tuple(leases), tuple(deleted), tuple(notes)
+
+
+def _link_proves(link: KernelLink, port: OvsPort) -> bool:
+    """Does LINK's identity say it is the host end of our PORT?"""
+    ids = port.external_ids
+    key, ifname = ids.get(naming.K_CONTAINER_ID, ""), ids.get(naming.K_IFNAME, "")
+    parsed = naming.parse_link_alias(link.alias)
+    if parsed is None:  # made before links carried an identity: only the derived name
+        return link.alias == "" and link.name == naming.host_ifname(key, ifname)
+    return parsed[1:] == (key, ifname)
+
+
+def orphan_links(links: Mapping[str, KernelLink], port_names: Collection[str],
+                 lock_free: Callable[[str, str], bool]) -> list[KernelLink]:
+    """Host veths ovsbridge made (by their identity) that no OVS port uses and that no
+    operation holds: the leftovers of an attach killed before its port was added."""
+    out = []
+    for link in links.values():
+        parsed = naming.parse_link_alias(link.alias)
+        if parsed is None or link.name in port_names or link.kind != "veth":
+            continue
+        if lock_free(parsed[1], parsed[2]):
+            out.append(link)
+    return sorted(out, key=lambda link: link.name)
 
 
 def ports_of_container(*refs: str) -> Callable[[PortFacts], bool]:

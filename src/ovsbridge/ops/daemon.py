@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -38,6 +39,8 @@ from ovsbridge.system.dhcp import Lease
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+# A streaming op also gets emit(progress): each call sends one {"progress": ...} line first.
+StreamHandler = Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], Awaitable[Any]]
 TaskFactory = Callable[["Daemon"], Awaitable[None]]
 Plugin = Callable[["Daemon"], None]
 
@@ -129,6 +132,7 @@ class Daemon:
             "status": self._op_status,
             "stop": self._op_stop,
         }
+        self._streams: dict[str, StreamHandler] = {}
         self._status: dict[str, Callable[[], Any]] = {}
         self._task_factories: list[tuple[str, TaskFactory]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -153,6 +157,13 @@ class Daemon:
         if op in self._ops:
             raise BadInput(f"daemon op {op!r} is already defined")
         self._ops[op] = handler
+
+    def add_stream_op(self, op: str, handler: StreamHandler) -> None:
+        """Serve ``{"op": OP, ...}`` with ``await handler(request, emit)``; EMIT(progress)
+        sends a ``{"progress": ...}`` line ahead of the answer."""
+        if op in self._ops or op in self._streams:
+            raise BadInput(f"daemon op {op!r} is already defined")
+        self._streams[op] = handler
 
     def add_status(self, name: str, provider: Callable[[], Any]) -> None:
         """Add ``name: provider()`` to the answer of ``status``."""
@@ -276,6 +287,18 @@ class Daemon:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
+            uid = _peer_uid(writer)
+            if uid is not None and uid not in (0, os.geteuid()):
+                # NOTE: the socket is 0600 in a 0700 directory already; SO_PEERCRED is the
+                # second lock, for a directory whose mode someone loosened.
+                log.warning("refused a connection from uid %d", uid)
+                await self._answer(writer, error=EnvironmentProblem(
+                    f"uid {uid} may not use the ovsbridge daemon", hint="run ovsbridge as root"))
+                return
+
+            def emit(progress: dict[str, Any]) -> None:
+                writer.write(json.dumps({"progress": progress}, default=str).encode() + b"\n")
+
             while not reader.at_eof():
                 try:
                     line = await reader.readline()
@@ -286,7 +309,7 @@ class Daemon:
                     if not line:
                         break
                     continue
-                await self._answer(writer, **await self.handle_line(line))
+                await self._answer(writer, **await self.handle_line(line, emit))
         except (ConnectionError, OSError) as exc:
             log.debug("client went away: %s", exc)
         finally:
@@ -304,16 +327,21 @@ class Daemon:
         writer.write(json.dumps(answer, default=str).encode() + b"\n")
         await writer.drain()
 
-    async def handle_line(self, line: bytes) -> dict[str, Any]:
+    async def handle_line(self, line: bytes,
+                          emit: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """One request line -> ``{"result": ...}`` or ``{"error": OvsbridgeError}``."""
         try:
             request = json.loads(line)
             if not isinstance(request, dict):
                 raise BadInput("a request must be a JSON object")
             op = request.get("op")
+            stream = self._streams.get(op) if isinstance(op, str) else None
+            if stream is not None:
+                return {"result": await stream(request, emit or (lambda _progress: None))}
             handler = self._ops.get(op) if isinstance(op, str) else None
             if handler is None:
-                raise BadInput(f"unknown daemon op {op!r}", hint=f"use one of {sorted(self._ops)}")
+                known = sorted({*self._ops, *self._streams})
+                raise BadInput(f"unknown daemon op {op!r}", hint=f"use one of {known}")
             return {"result": await handler(request)}
         except ValueError as exc:
             return {"error": BadInput(f"malformed request: {exc}")}
@@ -378,6 +406,18 @@ class Daemon:
         return {"stopping": True, "pid": os.getpid()}
 
 
+def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
 def _field(request: dict[str, Any], name: str, kind: type) -> Any:
     value = request.get(name)
     if not isinstance(value, kind):
@@ -387,7 +427,8 @@ def _field(request: dict[str, Any], name: str, kind: type) -> Any:
 
 # Modules that, when present, extend the daemon: each ``module:function`` is called with the
 # Daemon before it serves (issue 5's Docker watcher plugs in here).
-OPTIONAL_PLUGINS: tuple[str, ...] = ("ovsbridge.ops.watcher:plugin",)
+OPTIONAL_PLUGINS: tuple[str, ...] = ("ovsbridge.daemon.engine:plugin",
+                                     "ovsbridge.ops.watcher:plugin")
 
 
 def default_plugins() -> list[Plugin]:

@@ -69,5 +69,6 @@ def port_map(backend: Backend, bridge: str | None = None,
             container_name=name, ifname=ifname, mac=mac, addresses=addresses, vlan=port.vlan,
             mode=mode,
             state=port_state(backend, port, owner, host_links), owner=owner, extra=extra,
+            mtu=port.mtu,
         ))
     return records

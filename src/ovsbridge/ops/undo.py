@@ -1,7 +1,8 @@
 """An undo stack: push the inverse of each step right after it succeeds; unwind in reverse.
 
 Also the test-only failure hook: when OVSBRIDGE_TEST_FAIL_AT names a step, that step raises
-right after it succeeded (so its undo runs too). Inert unless the variable is set.
+right after it succeeded (so its undo runs too). Inert unless the variable is set; the CLI
+passes it along to the daemon with its request (``fail_at``), so both modes honour it.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ FAIL_AT_ENV = "OVSBRIDGE_TEST_FAIL_AT"
 
 
 class UndoStack:
-    def __init__(self) -> None:
+    def __init__(self, fail_at: str | None = None) -> None:
         self._undo: list[tuple[str, Callable[[], object]]] = []
+        self.fail_at = fail_at if fail_at is not None else os.environ.get(FAIL_AT_ENV)
 
     def push(self, what: str, undo: Callable[[], object]) -> None:
         self._undo.append((what, undo))
 
     def step_done(self, step: str) -> None:
         """Mark STEP as done; the test hook may fail here."""
-        if os.environ.get(FAIL_AT_ENV) == step:
+        if self.fail_at == step:
             raise OperationFailed(f"injected failure after step {step!r} (test hook)")
 
     def unwind(self) -> list[str]:
@@ -48,6 +50,11 @@ class UndoStack:
             base = original if isinstance(original, Exception) else OperationFailed(str(original))
             return RollbackIncomplete(base, failed)
         return original
+
+    @property
+    def pending(self) -> bool:
+        """True while there is something to undo."""
+        return bool(self._undo)
 
     def commit(self) -> None:
         self._undo.clear()

@@ -34,15 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ovsbridge.errors import BadInput, OvsbridgeError
-from ovsbridge.model import (
-    AttachRequest,
-    GuestSpec,
-    check_mtu,
-    check_vlan,
-    parse_address_plan,
-    parse_ifname,
-    parse_mac,
-)
+from ovsbridge.request import AttachRequest, build_attach_request
 from ovsbridge.system.docker_events import ContainerEvent, DockerGone, RunningContainer
 
 log = logging.getLogger(__name__)
@@ -54,6 +46,9 @@ L_VLAN = "ovsbridge.vlan"
 L_MAC = "ovsbridge.mac"
 L_MTU = "ovsbridge.mtu"
 LABELS = (L_BRIDGE, L_ADDRESS, L_IFNAME, L_VLAN, L_MAC, L_MTU)
+# label -> field of the one request builder (request.build_attach_request)
+LABEL_FIELDS = {L_BRIDGE: "bridge", L_ADDRESS: "address", L_IFNAME: "ifname", L_VLAN: "vlan",
+                L_MAC: "mac", L_MTU: "mtu"}
 
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 STABLE_SESSION = 30.0  # a connection that lasted this long resets the backoff
@@ -73,37 +68,13 @@ def request_from_labels(container_id: str, labels: dict[str, str]) -> AttachRequ
         raise BadInput(f"label {L_ADDRESS} is missing or empty",
                        hint="dhcp, or IP/PREFIX[@GATEWAY], comma-separated")
 
-    def check(label: str, parse: Any) -> Any:
-        raw = labels.get(label)
-        if raw is None:
-            return None
-        try:
-            return parse(raw)
-        except BadInput as exc:
-            raise BadInput(f"label {label}={raw!r}: {exc.message}", hint=exc.hint) from None
-
-    return AttachRequest(
-        bridge=check(L_BRIDGE, lambda v: parse_ifname(v, "bridge name")),
-        guest=GuestSpec("docker", container_id),
-        plan=check(L_ADDRESS, parse_address_plan),
-        ifname=check(L_IFNAME, lambda v: parse_ifname(v, "ifname")) or "eth1",
-        mac=check(L_MAC, _mac),
-        vlan=check(L_VLAN, lambda v: check_vlan(_int(v))),
-        mtu=check(L_MTU, lambda v: check_mtu(_int(v))),
-    )
-
-
-def _int(text: str) -> int:
+    fields = {field: labels[label] for label, field in LABEL_FIELDS.items() if label in labels}
     try:
-        return int(text.strip(), 10)
-    except ValueError:
-        raise BadInput(f'"{text}" is not a whole number') from None
-
-
-def _mac(text: str) -> str:
-    if text.upper().startswith("U:") and len(text) > 2:
-        return text
-    return parse_mac(text)
+        return build_attach_request({**fields, "guest": container_id})
+    except BadInput as exc:
+        label = next((lb for lb, f in LABEL_FIELDS.items() if f == exc.fields.get("field")), "")
+        where = f"label {label}={labels[label]!r}: " if label in labels else "labels: "
+        raise BadInput(f"{where}{exc.message}", hint=exc.hint) from None
 
 
 # ----- seams --------------------------------------------------------------------------------

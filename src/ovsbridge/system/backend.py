@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+from contextlib import AbstractContextManager
 from typing import Any
 
 from ovsbridge.model import Guest, GuestSpec, IPAddress, IPInterface
-from ovsbridge.ops.backend import BridgeInfo, GuestLink, OvsPort, RouteRef
+from ovsbridge.ops.backend import BridgeInfo, GuestLink, NewPort, OvsPort, RouteRef
 from ovsbridge.system import docker as docker_adapter
-from ovsbridge.system import netns, ovs
+from ovsbridge.system import locks, netns, ovs
 
 
 class RealBackend:
@@ -64,7 +65,9 @@ class RealBackend:
         datapath = ovs.scalar(row["datapath_type"]) or "system"
         iface = next((i for i in snap.interfaces if i["name"] == name), {})
         mtu = ovs.scalar(iface.get("mtu"))
-        return BridgeInfo(name, datapath, mtu if isinstance(mtu, int) else None)
+        pinned = ovs.scalar(iface.get("mtu_request"))
+        return BridgeInfo(name, datapath, mtu if isinstance(mtu, int) else None,
+                          pinned if isinstance(pinned, int) else None)
 
     def create_bridge(self, name: str, datapath: str) -> None:
         self._write(*ovs.add_bridge_cmds(name, datapath))
@@ -75,12 +78,28 @@ class RealBackend:
     def auto_datapath(self) -> str:
         return ovs.auto_datapath()
 
-    def ports(self, bridge: str | None = None) -> list[OvsPort]:
-        return ports_of(self._snapshot(), bridge)
+    def ports(self, bridge: str | None = None,
+              match: dict[str, str] | None = None) -> list[OvsPort]:
+        found = ports_of(self._snapshot(), bridge)
+        if match:
+            found = [p for p in found
+                     if all(p.external_ids.get(k) == v for k, v in match.items())]
+        return found
 
-    def add_port(self, bridge: str, port: str, external_ids: dict[str, str],
-                 vlan: int | None) -> None:
-        self._write(*ovs.add_port_cmds(bridge, port, external_ids, vlan))
+    def add_ports(self, bridge: str, ports: list[NewPort], pin_mtu: int | None) -> None:
+        commands: list[ovs.Command] = []
+        for port in ports:
+            commands += ovs.add_port_cmds(bridge, port.name, port.external_ids, port.vlan)
+        if pin_mtu is not None:
+            commands.append(ovs.cmd("set", "Interface", bridge, f"mtu_request={pin_mtu}"))
+        self._write(*commands)
+
+    # serialisation ---------------------------------------------------------------------
+    def guest_lock(self, guest_key: str, ifname: str) -> AbstractContextManager[None]:
+        return locks.guest_lock(guest_key, ifname)
+
+    def try_guest_lock(self, guest_key: str, ifname: str) -> bool:
+        return locks.is_free(guest_key, ifname)
 
     def del_ports(self, ports: list[str]) -> None:
         self._write(*ovs.del_port_cmds(ports))
@@ -95,11 +114,18 @@ class RealBackend:
             return None
         return GuestLink(state.name, state.mac, state.mtu, state.up, state.addresses)
 
-    def create_veth(self, host: str, peer: str, netns_path: str, mtu: int | None) -> None:
-        netns.create_veth(host, peer, netns_path, mtu)
+    def create_veth(self, host: str, peer: str, netns_path: str, mtu: int | None,
+                    alias: str) -> None:
+        netns.create_veth(host, peer, netns_path, mtu, alias)
 
-    def delete_host_link(self, name: str) -> bool:
-        return netns.delete_link(name)
+    def host_link_alias(self, name: str) -> str | None:
+        return netns.link_alias(name)
+
+    def set_host_alias(self, name: str, alias: str) -> None:
+        netns.set_alias(name, alias)
+
+    def delete_host_link(self, name: str, alias: str | None = None) -> bool:
+        return netns.delete_link(name, alias=alias)
 
     def delete_guest_link(self, netns_path: str, ifname: str) -> bool:
         try:
@@ -204,6 +230,8 @@ def ports_of(snap: ovs.Snapshot, bridge: str | None = None) -> list[OvsPort]:
             external_ids=dict(iface.get("external_ids") or {}),
             port_external_ids=dict(port.get("external_ids") or {}),
             mac_in_use=ovs.scalar(iface.get("mac_in_use")),
+            uuid=str(port.get("_uuid") or ""),
+            mtu=mtu if isinstance(mtu := ovs.scalar(iface.get("mtu")), int) else None,
         ))
     return out
 

@@ -85,7 +85,8 @@ class RealCleanupBackend:
                 name = msg.get_attr("IFLA_IFNAME")
                 info = msg.get_attr("IFLA_LINKINFO")
                 kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-                out[name] = KernelLink(name, msg["index"], kind)
+                out[name] = KernelLink(name, msg["index"], kind,
+                                       str(msg.get_attr("IFLA_IFALIAS") or ""))
             return out
 
     def delete_link(self, link: KernelLink) -> bool:
@@ -150,6 +151,11 @@ class RealCleanupBackend:
         return ALIVE
 
     # daemon -------------------------------------------------------------------------------
+    def lock_free(self, guest_key: str, ifname: str) -> bool:
+        from ovsbridge.system import locks
+
+        return locks.is_free(guest_key, ifname)
+
     def drop_lease(self, guest_key: str, ifname: str) -> bool:
         import importlib
 

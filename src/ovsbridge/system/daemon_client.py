@@ -28,6 +28,7 @@ from ovsbridge.errors import (
     NotFound,
     OperationFailed,
     OvsbridgeError,
+    WrongDaemon,
 )
 from ovsbridge.paths import DaemonPaths, daemon_paths
 
@@ -41,7 +42,9 @@ _ERRORS: dict[str, type[OvsbridgeError]] = {
     "not-found": NotFound,
     "conflict": Conflict,
     "environment": EnvironmentProblem,
+    "wrong-daemon": WrongDaemon,
 }
+ENGINE_TIMEOUT = 900.0
 # Daemons this process started, by PID, so stop() can reap them (no zombies in a long-lived
 # caller such as a test run).
 _spawned: dict[int, subprocess.Popen[bytes]] = {}
@@ -119,10 +122,109 @@ def request(
         raise EnvironmentProblem(f"the daemon answered garbage to {op!r}") from exc
     if answer.get("ok"):
         return answer.get("result")
-    error = answer.get("error") or {}
+    raise error_from_dict(answer.get("error") or {})
+
+
+def error_from_dict(error: dict[str, Any]) -> OvsbridgeError:
+    """The OvsbridgeError that ``to_dict()`` produced ERROR: same class, message, hint, code."""
     cls = _ERRORS.get(str(error.get("error")), OperationFailed)
     extra = {k: v for k, v in error.items() if k not in ("error", "message", "hint", "exit_code")}
-    raise cls(str(error.get("message") or "the daemon refused"), hint=error.get("hint"), **extra)
+    exc = cls(str(error.get("message") or "the daemon refused"), hint=error.get("hint"), **extra)
+    code = error.get("exit_code")
+    if isinstance(code, int) and code != exc.exit_code:
+        exc.exit_code = code  # type: ignore[misc]
+    return exc
+
+
+def engine(op: str, payload: dict[str, Any], *, db: str | None,
+           on_progress: Any = None, where: DaemonPaths | None = None,
+           timeout: float = ENGINE_TIMEOUT) -> Any:
+    """Have the daemon run engine op OP; ON_PROGRESS(progress) for each progress line.
+
+    DaemonNotRunning when none answers, WrongDaemon when it serves another netns or OVSDB;
+    a daemon that dies mid-request is OperationFailed (exit 1): the request is never sent
+    twice.
+    """
+    where = where or paths()
+    sock = _connect(where, 5.0)
+    request_line = json.dumps({"op": op, "payload": payload, "db": db,
+                               "netns": os.stat("/proc/thread-self/ns/net").st_ino})
+    try:
+        sock.settimeout(timeout)
+        sock.sendall(request_line.encode() + b"\n")
+        reader = sock.makefile("rb")
+        while True:
+            line = reader.readline()
+            if not line:
+                raise OperationFailed(
+                    f"the ovsbridge daemon stopped while running {op!r}",
+                    hint="what it had half done is rolled back when the daemon starts again "
+                         "(the next command starts it); check with 'ovsbridge ps', then run "
+                         "the command again")
+            answer = json.loads(line)
+            if "progress" in answer:
+                if on_progress is not None:
+                    on_progress(answer["progress"])
+                continue
+            if answer.get("ok"):
+                return answer.get("result")
+            raise error_from_dict(answer.get("error") or {})
+    except TimeoutError as exc:
+        raise EnvironmentProblem(
+            f"the daemon did not finish {op!r} within {timeout:g} s", hint=f"see {where.log}"
+        ) from exc
+    except ValueError as exc:
+        raise OperationFailed(f"the daemon answered garbage to {op!r}") from exc
+    except (ConnectionError, OSError) as exc:
+        if isinstance(exc, OvsbridgeError):
+            raise
+        raise OperationFailed(f"lost the ovsbridge daemon while running {op!r}: {exc}",
+                              hint="check with 'ovsbridge ps', then run the command again"
+                              ) from exc
+    finally:
+        sock.close()
+
+
+def start_background(where: DaemonPaths | None = None, db: str | None = None) -> bool:
+    """Start a daemon for the calls that follow, without waiting for it; False when one is
+    already running or starting (its lock is held)."""
+    import fcntl
+
+    where = where or paths()
+    try:
+        fd = os.open(where.lock, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = None
+    except OSError:
+        return False
+    if fd is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+    _spawn(where, db)
+    return True
+
+
+def _spawn(where: DaemonPaths, db: str | None) -> subprocess.Popen[bytes]:
+    _private_dir(where.run_dir)
+    log_fd = os.open(where.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    env = {**os.environ, "OVSBRIDGE_RUN_DIR": where.run_dir,
+           "OVSBRIDGE_STATE_DIR": where.state_dir}
+    if db:
+        env["OVSBRIDGE_DB"] = db
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ovsbridge", "daemon", "run"],
+            stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+            start_new_session=True, close_fds=True, cwd="/", env=env,
+        )
+    finally:
+        os.close(log_fd)
+    _spawned[proc.pid] = proc
+    return proc
 
 
 def ping(where: DaemonPaths | None = None) -> dict[str, Any] | None:
@@ -150,26 +252,7 @@ def ensure_running(where: DaemonPaths | None = None, timeout: float = START_TIME
     info = ping(where)
     if info is not None:
         return int(info["pid"])
-    _private_dir(where.run_dir)
-    log_fd = os.open(where.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ovsbridge", "daemon", "run"],
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=log_fd,
-            start_new_session=True,
-            close_fds=True,
-            cwd="/",
-            env={
-                **os.environ,
-                "OVSBRIDGE_RUN_DIR": where.run_dir,
-                "OVSBRIDGE_STATE_DIR": where.state_dir,
-            },
-        )
-    finally:
-        os.close(log_fd)
-    _spawned[proc.pid] = proc
+    proc = _spawn(where, os.environ.get("OVSBRIDGE_DB") or None)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         info = ping(where)

@@ -135,8 +135,9 @@ def link_names(netns_path: str | None = None) -> set[str]:
         return {m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
 
 
-def create_veth(host: str, peer: str, netns_path: str, mtu: int | None) -> None:
-    """Create HOST (here) and PEER placed directly in the netns at NETNS_PATH."""
+def create_veth(host: str, peer: str, netns_path: str, mtu: int | None,
+                alias: str | None = None) -> None:
+    """Create HOST (here, with ifalias ALIAS) and PEER placed directly in NETNS_PATH's netns."""
     fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         with _ipr() as ipr:
@@ -147,6 +148,11 @@ def create_veth(host: str, peer: str, netns_path: str, mtu: int | None) -> None:
                 extra["mtu"] = mtu
             log.debug("netlink: add veth %s peer %s in %s mtu=%s", host, peer, netns_path, mtu)
             ipr.link("add", ifname=host, kind="veth", peer=peer_spec, **extra)
+            if alias:
+                # NOTE: the kernel ignores IFLA_IFALIAS in a newlink request: set it after.
+                index = _index(ipr, host)
+                if index is not None:
+                    ipr.link("set", index=index, ifalias=alias)
     except NetlinkError as exc:
         raise _translate(exc, f"cannot create veth {host}") from exc
     finally:
@@ -165,13 +171,56 @@ def set_up(name: str, netns_path: str | None = None) -> None:
         raise _translate(exc, f"cannot bring {name} up") from exc
 
 
-def delete_link(name: str, netns_path: str | None = None) -> bool:
-    """Delete link NAME; True if it existed. Succeeds when it is already gone."""
+def link_alias(name: str, netns_path: str | None = None) -> str | None:
+    """The ifalias of link NAME ("" when unset), or None when there is no such link."""
+    try:
+        with _ipr(netns_path) as ipr:
+            index = _index(ipr, name)
+            if index is None:
+                return None
+            return str(ipr.get_links(index)[0].get_attr("IFLA_IFALIAS") or "")
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return None
+        raise _translate(exc, f"cannot read link {name}") from exc
+
+
+def link_aliases(netns_path: str | None = None) -> dict[str, str]:
+    """Every link's name and ifalias ("" when unset)."""
+    with _ipr(netns_path) as ipr:
+        return {m.get_attr("IFLA_IFNAME"): str(m.get_attr("IFLA_IFALIAS") or "")
+                for m in ipr.get_links()}
+
+
+def set_alias(name: str, alias: str, netns_path: str | None = None) -> None:
+    try:
+        with _ipr(netns_path) as ipr:
+            index = _index(ipr, name)
+            if index is None:
+                raise NotFound(f"interface {name} does not exist")
+            log.debug("netlink: set %s alias %r", name, alias)
+            ipr.link("set", index=index, ifalias=alias)
+    except NetlinkError as exc:
+        raise _translate(exc, f"cannot set the identity of {name}") from exc
+
+
+def delete_link(name: str, netns_path: str | None = None, alias: str | None = None) -> bool:
+    """Delete link NAME; True if it existed. Succeeds when it is already gone.
+
+    With ALIAS, only a link whose ifalias is exactly ALIAS is deleted (False otherwise): a
+    link is never deleted by its name alone when its identity is known.
+    """
     try:
         with _ipr(netns_path) as ipr:
             index = _index(ipr, name)
             if index is None:
                 return False
+            if alias is not None:
+                found = ipr.get_links(index)[0].get_attr("IFLA_IFALIAS") or ""
+                if found != alias:
+                    log.warning("not deleting %s: its identity is %r, not %r", name, found,
+                                alias)
+                    return False
             log.debug("netlink: del link %s (netns %s)", name, netns_path or "current")
             ipr.link("del", index=index)
             return True

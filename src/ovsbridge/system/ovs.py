@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 Command = tuple[str, ...]
 
 PORT_COLUMNS = ("_uuid", "name", "interfaces", "tag", "external_ids")
-IFACE_COLUMNS = ("_uuid", "name", "ofport", "type", "error", "mtu", "mac_in_use",
-                 "external_ids", "options", "link_state")
+IFACE_COLUMNS = ("_uuid", "name", "ofport", "type", "error", "mtu", "mtu_request",
+                 "mac_in_use", "external_ids", "options", "link_state")
 BRIDGE_COLUMNS = ("_uuid", "name", "ports", "datapath_type", "external_ids", "other_config")
 
 
@@ -212,9 +212,15 @@ def auto_datapath() -> str:
 
 
 # ----- domain-level changes: each is ONE transaction ------------------------------------
+BRIDGE_MTU = 1500
+
+
 def add_bridge_cmds(name: str, datapath: str) -> list[Command]:
+    # NOTE: mtu_request pins the bridge's own MTU; without it OVS lowers the internal port
+    # to the smallest MTU of its ports.
     return [cmd("--may-exist", "add-br", name),
-            cmd("set", "Bridge", name, f"datapath_type={datapath}")]
+            cmd("set", "Bridge", name, f"datapath_type={datapath}"),
+            cmd("set", "Interface", name, f"mtu_request={BRIDGE_MTU}")]
 
 
 def add_port_cmds(bridge: str, port: str, external_ids: dict[str, str],

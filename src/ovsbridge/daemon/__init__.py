@@ -1,0 +1,1 @@
+"""The long-running side of ovsbridge: the engine that serves attach/detach/ps/cleanup."""
