@@ -232,9 +232,18 @@ def run(argv: Sequence[str], *, env: dict[str, str] | None = None, check: bool =
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BenchError(f"{' '.join(argv[:6])}: {exc}") from exc
     if check and proc.returncode != 0:
-        raise BenchError(f"{' '.join(argv[:8])}: exit {proc.returncode}: "
-                         f"{(proc.stderr or proc.stdout).strip()[-400:]}")
+        shown = " ".join(argv[:4]) + (" ..." if len(argv) > 4 else "")
+        raise BenchError(f"{shown}: exit {proc.returncode}: {failure(proc)}")
     return proc
+
+
+def failure(proc: subprocess.CompletedProcess[str]) -> str:
+    """Why PROC failed, in one line: its error/failed lines and summary, else its last line."""
+    lines = [line.strip() for line in (proc.stdout + "\n" + proc.stderr).splitlines()
+             if line.strip()]
+    picked = [line for line in lines if line.startswith(("error:", "failed:", "hint:"))][:3]
+    summary = [line for line in lines if " failed" in line and line not in picked][-1:]
+    return "; ".join(picked + summary) or (lines[-1][:300] if lines else "(no output)")
 
 
 def timed(argv: Sequence[str], env: dict[str, str] | None = None,
@@ -792,9 +801,9 @@ def row_bulk(bench: Bench) -> Row:
         proc = run(argv, env=dict(os.environ), check=False, timeout=900)
         seconds = time.perf_counter() - start
         if proc.returncode == 2 and len(boxes) > 1:
-            ours.skipped = "no bulk attach in this ovsbridge: " + _last_line(proc.stderr)
+            ours.skipped = "no bulk attach in this ovsbridge: " + failure(proc)
         elif proc.returncode != 0:
-            ours.skipped = f"failed (exit {proc.returncode}): {_last_line(proc.stderr)}"
+            ours.skipped = f"failed (exit {proc.returncode}): {failure(proc)}"
         else:
             for box, address in zip(boxes, addresses, strict=True):
                 verify(box, "eth1", address)
@@ -813,11 +822,6 @@ def row_bulk(bench: Bench) -> Row:
         bench.discard(*boxes)
         bench.sweep_ports(bridge, set())
     return [ours, peer], ratios
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:200] if lines else "(no output)"
 
 
 class ScratchOvs:
@@ -907,7 +911,7 @@ def row_cleanup(bench: Bench) -> Row:
                    env=env, check=False, timeout=600)
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
-            ours.skipped = f"failed (exit {proc.returncode}): {_last_line(proc.stderr)}"
+            ours.skipped = f"failed (exit {proc.returncode}): {failure(proc)}"
         else:
             removed = len(json.loads(proc.stdout)["removed"])
             left = len(ovs.veth_ports(bridge))
@@ -1018,7 +1022,13 @@ def row_label(bench: Bench) -> Row:
             box, address = plain.take(), bench.static_address()
         try:
             seconds = tool.attach(bridge, box, "eth1", address)
-            verify(Box(box.id, box.name, bench.pid_of(box.id)), "eth1", address)
+            try:
+                verify(Box(box.id, box.name, bench.pid_of(box.id)), "eth1", address)
+            except BenchError as exc:
+                if tool.attach is not ours:
+                    raise
+                raise BenchError(f"{exc} (after it was there); the watcher's log: "
+                                 f"{log_problems(watch_home / 'daemon.out')}") from exc
             return seconds
         finally:
             bench.discard(box)
@@ -1032,6 +1042,16 @@ def row_label(bench: Bench) -> Row:
         client.close()
         stop_popen(daemon, timeout=15)
     return measures, [Ratio(measures[0].key, measures[1].key, "docker start + ovs-docker")]
+
+
+def log_problems(path: Path, count: int = 3) -> str:
+    """The last COUNT warning or error lines of a daemon log, joined."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    found = [line for line in lines if " ERROR " in line or " WARNING " in line][-count:]
+    return " | ".join(found) or "(no warning or error)"
 
 
 def wait_for_address(pid: int, ifname: str, ip: str, start: float,
@@ -1082,8 +1102,15 @@ def row_cycles(bench: Bench) -> Row:
         span = f"{STATIC_NET}.150/24"
     per_cycle = len(names)
 
+    failures: list[str] = []
+
     def cycle() -> None:
-        bench.cli("attach", bridge, *names, span)
+        # NOTE: a failed attach is counted, not fatal: the figures after it still tell
+        # whether the daemon leaks; the detach runs either way.
+        try:
+            bench.cli("attach", bridge, *names, span)
+        except BenchError as exc:
+            failures.append(str(exc))
         bench.cli("detach", *names)
 
     try:
@@ -1099,8 +1126,11 @@ def row_cycles(bench: Bench) -> Row:
                       f"{fd_count(pid)} fds", flush=True)
         after_rss.samples.append(rss_mb(pid))
         after_fd.samples.append(fd_count(pid))
-        how = (f"{per_cycle} guests per command" if bulk else "one guest per command")
-        after_rss.note = how
+        after_rss.note = (f"{per_cycle} guests per command" if bulk
+                          else "one guest per command")
+        if failures:
+            after_fd.note = (f"{len(failures)} attach commands failed, the first: "
+                             f"{shorten(failures[0], 200)}")
     finally:
         bench.discard(*boxes)
         bench.sweep_ports(bridge, set())
@@ -1131,8 +1161,7 @@ def row_leases(bench: Bench) -> Row:
                     print(f"    {i + 1}/{n} leases", flush=True)
             held.note = "one attach per guest"
         elif proc.returncode != 0:
-            raise BenchError(f"bulk DHCP attach: exit {proc.returncode}: "
-                             f"{_last_line(proc.stderr)}")
+            raise BenchError(f"bulk DHCP attach: exit {proc.returncode}: {failure(proc)}")
         status = json.loads(bench.cli("daemon", "status", "--json").stdout)
         count = len(status.get("leases") or [])
         if count < n:
