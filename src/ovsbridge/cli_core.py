@@ -18,7 +18,7 @@ import click
 
 from ovsbridge.cli import app, json_option, require_root
 from ovsbridge.errors import EXIT_FAILED, BadInput, OvsbridgeError
-from ovsbridge.ops.undo import FAIL_AT_ENV
+from ovsbridge.ops.undo import FAIL_AT_ENV, KILL_AT_ENV
 from ovsbridge.request import AttachRequest, build_attach_request, expand_bulk
 
 ATTACH_EPILOG = """\b
@@ -117,8 +117,9 @@ def attach(bridge: str, targets: tuple[str, ...], from_file: IO[str] | None, ifn
         requests = expand_bulk({**fields, "address": targets[-1]}, list(targets[:-1]))
     single = len(requests) == 1 and from_file is None
     payload: dict[str, Any] = {"requests": [r.to_dict() for r in requests]}
-    if os.environ.get(FAIL_AT_ENV):
-        payload["fail_at"] = os.environ[FAIL_AT_ENV]  # the test hook, in both modes
+    for key, env in (("fail_at", FAIL_AT_ENV), ("kill_at", KILL_AT_ENV)):
+        if os.environ.get(env):
+            payload[key] = os.environ[env]  # the test hooks, in both modes
     _run_bulk("attach", payload,
               [str(r.guest) for r in requests], single, no_daemon, _attach_line)
 

@@ -65,24 +65,28 @@ def in_process(op: str, payload: dict[str, Any], *, db: str | None,
 
 
 def _in_host_netns() -> bool:
-    """Only a CLI in the host's own netns starts a daemon by itself: one run in a named
+    """Only a CLI in the host's own netns starts a daemon by itself: one run in another
     namespace (a simulated host, ``ip netns exec``) works in-process."""
     try:
         here = os.stat("/proc/thread-self/ns/net").st_ino
     except OSError:
         return False
-    try:
-        return here == os.stat("/proc/1/ns/net").st_ino
-    except OSError:
-        pass  # PID 1 may be hidden from us (a sandbox's init): look at the named ones
+    # NOTE: PID 1 may be hidden from us (a sandbox's init); PID 2 is then kthreadd, which
+    # always lives in the initial netns.
+    for pid in (1, 2):
+        try:
+            return here == os.stat(f"/proc/{pid}/ns/net").st_ino
+        except OSError:
+            continue
     try:
         names = os.listdir(NETNS_DIR)
     except OSError:
         return True
     for name in names:
-        try:
-            if os.stat(os.path.join(NETNS_DIR, name)).st_ino == here:
+        path = os.path.join(NETNS_DIR, name)
+        # Symlinks there are other tools' (pipework links /proc/PID/ns/net): not a namespace
+        # someone created.
+        with contextlib.suppress(OSError):
+            if not os.path.islink(path) and os.stat(path).st_ino == here:
                 return False
-        except OSError:
-            continue
     return True

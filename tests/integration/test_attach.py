@@ -16,9 +16,41 @@ from ovsbridge.ops.undo import FAIL_AT_ENV
 pytestmark = pytest.mark.lab
 
 
-def ours(links: set[str]) -> set[str]:
-    """Links named like ovsbridge's (other test runs on this machine make their own)."""
-    return {n for n in links if n.startswith((naming.HOST_PREFIX, naming.PEER_PREFIX))}
+@pytest.fixture(params=["daemon", "no-daemon"])
+def ovsbridge(request, home):
+    """The real CLI, every test of this module twice: through a running daemon (the default
+    path), and in-process (OVSBRIDGE_NO_DAEMON=1)."""
+    from lab.resources import ovsbridge_cli
+
+    from ovsbridge.system import daemon_client
+
+    mode = {"OVSBRIDGE_NO_DAEMON": "1"} if request.param == "no-daemon" else {}
+    if not mode:
+        daemon_client.ensure_running(home.paths)
+
+    def run(*args, env=None, **kwargs):
+        return ovsbridge_cli(*args, env={**mode, **(env or {})}, **kwargs)
+
+    return run
+
+
+def ours_for(*boxes: Any) -> set[str]:
+    """Product links (ovb*/ovp*) that belong to BOXES: by their identity (ifalias) or their
+    derived name. Other test runs on this machine make product links of their own."""
+    from pyroute2 import IPRoute
+
+    derived = set()
+    for box in boxes:
+        host = naming.host_ifname(box.id, "eth1")
+        derived |= {host, naming.peer_tmp_ifname(host)}
+    found = set()
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            name, alias = link.get("ifname"), link.get_attr("IFLA_IFALIAS") or ""
+            if name.startswith((naming.HOST_PREFIX, naming.PEER_PREFIX)) and (
+                    name in derived or any(box.id in alias for box in boxes)):
+                found.add(name)
+    return found
 
 
 def wait_in_netns(pid: int, netns: str) -> None:
@@ -178,14 +210,14 @@ STEPS = ["veth", "guest-link", "offload", "port", "addresses", "routes", "announ
 @pytest.mark.parametrize("step", STEPS)
 def test_failure_at_each_step_leaves_everything_as_it_was(step, bridge, make_container, ovsbridge):
     box = make_container()
-    before = (ours(root_links()), ovs_ports(bridge), netns_state(box.pid))
+    before = (ours_for(box), ovs_ports(bridge), netns_state(box.pid))
     result = ovsbridge(
         "attach", bridge, box.name, "198.51.100.81/24@198.51.100.1", env={FAIL_AT_ENV: step}
     )
     assert result.returncode == 1, result.stderr
     assert f"injected failure after step '{step}'" in result.stderr
     assert naming.host_ifname(box.id, "eth1") not in root_links()
-    assert (ours(root_links()), ovs_ports(bridge), netns_state(box.pid)) == before
+    assert (ours_for(box), ovs_ports(bridge), netns_state(box.pid)) == before
 
 
 def test_failure_after_creating_the_bridge_removes_it(names, make_container, ovsbridge):
@@ -193,14 +225,14 @@ def test_failure_after_creating_the_bridge_removes_it(names, make_container, ovs
 
     box = make_container()
     name = names("br")
-    before = (ours(root_links()), netns_state(box.pid))
+    before = (ours_for(box), netns_state(box.pid))
     result = ovsbridge(
         "attach", name, box.name, "198.51.100.82/24", "--create-bridge", env={FAIL_AT_ENV: "port"}
     )
     assert result.returncode == 1
     assert name not in ovs_bridges()
     assert naming.host_ifname(box.id, "eth1") not in root_links()
-    assert (ours(root_links()), netns_state(box.pid)) == before
+    assert (ours_for(box), netns_state(box.pid)) == before
 
 
 def test_create_bridge_picks_the_userspace_datapath_without_the_module(
@@ -317,7 +349,7 @@ def test_bad_inputs_fail_cleanly_with_one_line_and_leave_nothing(bridge, make_co
     hostnet = make_container(network="host")
     cases = bad_inputs(bridge, box.name, stopped.name, hostnet.name)
     assert len(cases) >= 25
-    before = (ours(root_links()), ovs_ports(bridge), netns_state(box.pid))
+    before = (ours_for(box), ovs_ports(bridge), netns_state(box.pid))
     for argv, code, fragment in cases:
         result = ovsbridge(*argv)
         lines = result.stderr.strip().splitlines()
@@ -325,7 +357,7 @@ def test_bad_inputs_fail_cleanly_with_one_line_and_leave_nothing(bridge, make_co
         assert len(lines) == 1 and lines[0].startswith("error: "), (argv, result.stderr)
         assert fragment in lines[0], (argv, lines[0])
         assert result.stdout == "", (argv, result.stdout)
-    assert (ours(root_links()), ovs_ports(bridge), netns_state(box.pid)) == before
+    assert (ours_for(box), ovs_ports(bridge), netns_state(box.pid)) == before
 
 
 def test_json_errors_are_json_on_stderr(bridge, ovsbridge):

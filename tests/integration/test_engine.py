@@ -265,24 +265,27 @@ def test_a_non_root_user_is_refused_by_the_daemon(home):
     started_daemon(home)
     nobody = pwd.getpwnam("nobody")
     # The socket is 0600 in a 0700 dir: open those up, so only SO_PEERCRED stands in the way.
+    base = os.path.dirname(home.paths.run_dir)
+    os.chmod(base, 0o755)
     os.chmod(home.paths.run_dir, 0o755)
     os.chmod(home.paths.socket, 0o666)
     code = (
         "import socket,sys\n"
         "s=socket.socket(socket.AF_UNIX)\n"
         f"s.connect({home.paths.socket!r})\n"
-        "s.sendall(b'{\"op\": \"ping\"}\\n')\n"
-        "sys.stdout.write(s.makefile().readline())\n"
+        "sys.stdout.write(s.makefile().readline())\n"  # refused at once, before any request
     )
     # Debian's python3 (the lab installs it): the venv's interpreter lives under /root.
     child = subprocess.run(
         ["/usr/bin/python3", "-c", code], capture_output=True, text=True, timeout=30,
         preexec_fn=lambda: (os.setgid(nobody.pw_gid), os.setuid(nobody.pw_uid)), check=False)
+    assert child.stdout, child.stderr
     answer = json.loads(child.stdout)
     assert answer["ok"] is False and "may not use the ovsbridge daemon" in \
         answer["error"]["message"]
     os.chmod(home.paths.run_dir, 0o700)
     os.chmod(home.paths.socket, 0o600)
+    os.chmod(base, 0o700)
     # root still is served
     with socket.socket(socket.AF_UNIX) as sock:
         sock.connect(home.paths.socket)

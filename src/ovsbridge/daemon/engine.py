@@ -60,9 +60,8 @@ def _attach(payload: dict[str, Any], backend: Backend, emit: Emit | None) -> dic
     if not isinstance(raw, list) or not raw or not all(isinstance(r, dict) for r in raw):
         raise BadInput("an attach request needs a non-empty list 'requests' of objects")
     requests = [AttachRequest.from_dict(r) for r in raw]
-    fail_at = payload.get("fail_at")
-    outcomes = attach_many(backend, requests, progress=_progress(emit),
-                           fail_at=fail_at if isinstance(fail_at, str) else None)
+    hooks = {k: v for k in ("fail_at", "kill_at") if isinstance(v := payload.get(k), str)}
+    outcomes = attach_many(backend, requests, progress=_progress(emit), **hooks)
     return {"outcomes": [outcome_json(o) for o in outcomes]}
 
 

@@ -139,16 +139,17 @@ def attach(backend: Backend, req: AttachRequest) -> AttachResult:
 
 
 def attach_many(backend: Backend, requests: Sequence[AttachRequest],
-                progress: Progress | None = None, fail_at: str | None = None) -> list[Any]:
+                progress: Progress | None = None, fail_at: str | None = None,
+                kill_at: str | None = None) -> list[Any]:
     """Attach every request; one AttachResult or OvsbridgeError per request, in order.
 
     PROGRESS(index, outcome) is called as each guest finishes (from worker threads);
-    FAIL_AT is the test hook of ops/undo.py.
+    FAIL_AT and KILL_AT are the test hooks of ops/undo.py.
     """
-    works = [_Work(i, r, UndoStack(fail_at)) for i, r in enumerate(requests)]
+    works = [_Work(i, r, UndoStack(fail_at, kill_at)) for i, r in enumerate(requests)]
     claimed: dict[tuple[str, str], int] = {}
     claim_lock = threading.Lock()
-    bridge_undo = UndoStack(fail_at)
+    bridge_undo = UndoStack(fail_at, kill_at)
 
     def finish(work: _Work, outcome: Any) -> None:
         work.outcome = outcome
@@ -405,7 +406,7 @@ def _rebuild(backend: Backend, req: AttachRequest, guest: Guest) -> None:
     bridge = backend.bridge_info(req.bridge)
     if bridge is None:
         raise NotFound(f'bridge "{req.bridge}" of the previous attachment is gone')
-    work = _Work(0, req, UndoStack(""))
+    work = _Work(0, req, UndoStack("", ""))
     failures: list[BaseException] = []
     try:
         _build(backend, work, bridge, guest)

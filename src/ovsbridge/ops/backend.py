@@ -99,6 +99,9 @@ class Backend(Protocol):
                     alias: str) -> None:
         """A veth pair, HOST here carrying ALIAS (its identity), PEER in the netns."""
         ...
+    def host_link_aliases(self) -> dict[str, str]:
+        """Every host link's name and identity (ifalias, "" when it has none)."""
+        ...
     def host_link_alias(self, name: str) -> str | None:
         """The identity (ifalias) of host link NAME: "" when it has none, None if absent."""
         ...

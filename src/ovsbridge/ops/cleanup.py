@@ -93,6 +93,9 @@ class BackendProbe:
         running = self.backend.container_running(ref)
         return UNKNOWN if running is None else (ALIVE if running else GONE)
 
+    def lock_free(self, guest_key: str, ifname: str) -> bool:
+        return bool(self.backend.try_guest_lock(guest_key, ifname))
+
 
 def owner_of(port: OvsPort) -> str:
     from ovsbridge.ops.ps import owner_of as ps_owner_of

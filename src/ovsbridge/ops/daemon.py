@@ -312,6 +312,10 @@ class Daemon:
                 await self._answer(writer, **await self.handle_line(line, emit))
         except (ConnectionError, OSError) as exc:
             log.debug("client went away: %s", exc)
+        except asyncio.CancelledError:
+            # NOTE: shutting down with a client still connected: end its connection quietly
+            # (asyncio logs a cancelled connection task as an error otherwise).
+            log.debug("closing a client connection at shutdown")
         finally:
             writer.close()
             with contextlib.suppress(Exception):

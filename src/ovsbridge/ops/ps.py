@@ -7,6 +7,7 @@ interface is gone, or the guest restarted into another netns) or ``error`` (OVS 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ovsbridge import naming
@@ -27,7 +28,8 @@ def owner_of(port: OvsPort) -> str:
     return "unknown"
 
 
-def port_state(backend: Backend, port: OvsPort, owner: str, host_links: set[str]) -> str:
+def port_state(backend: Backend, port: OvsPort, owner: str,
+               host_links: Mapping[str, Any]) -> str:
     # NOTE: one judge for ps and cleanup: ops/cleanup.py's assess.
     from ovsbridge.ops.cleanup import BackendProbe, assess
 
@@ -36,7 +38,10 @@ def port_state(backend: Backend, port: OvsPort, owner: str, host_links: set[str]
 
 def port_map(backend: Backend, bridge: str | None = None,
              leases: dict[tuple[str, str], dict[str, Any]] | None = None) -> list[PortRecord]:
-    host_links = backend.host_links()
+    from ovsbridge.ops.cleanup import KernelLink
+
+    host_links = {name: KernelLink(name, 0, None, alias)
+                  for name, alias in backend.host_link_aliases().items()}
     records = []
     for port in sorted(backend.ports(bridge), key=lambda p: (p.bridge, p.port)):
         owner = owner_of(port)

@@ -1,7 +1,8 @@
 """An undo stack: push the inverse of each step right after it succeeds; unwind in reverse.
 
-Also the test-only failure hook: when OVSBRIDGE_TEST_FAIL_AT names a step, that step raises
-right after it succeeded (so its undo runs too). Inert unless the variable is set; the CLI
+Also the test-only hooks: when OVSBRIDGE_TEST_FAIL_AT names a step, that step raises right
+after it succeeded (so its undo runs too); OVSBRIDGE_TEST_KILL_AT SIGKILLs the process there
+(a crash at exactly that point). Inert unless the variable is set; the CLI
 passes it along to the daemon with its request (``fail_at``), so both modes honour it.
 """
 
@@ -15,18 +16,25 @@ from ovsbridge.errors import OperationFailed, OvsbridgeError, RollbackIncomplete
 
 log = logging.getLogger(__name__)
 FAIL_AT_ENV = "OVSBRIDGE_TEST_FAIL_AT"
+KILL_AT_ENV = "OVSBRIDGE_TEST_KILL_AT"  # SIGKILL this process right after the named step
 
 
 class UndoStack:
-    def __init__(self, fail_at: str | None = None) -> None:
+    def __init__(self, fail_at: str | None = None, kill_at: str | None = None) -> None:
         self._undo: list[tuple[str, Callable[[], object]]] = []
         self.fail_at = fail_at if fail_at is not None else os.environ.get(FAIL_AT_ENV)
+        self.kill_at = kill_at if kill_at is not None else os.environ.get(KILL_AT_ENV)
 
     def push(self, what: str, undo: Callable[[], object]) -> None:
         self._undo.append((what, undo))
 
     def step_done(self, step: str) -> None:
-        """Mark STEP as done; the test hook may fail here."""
+        """Mark STEP as done; the test hooks may fail here, or kill the whole process."""
+        if self.kill_at == step:
+            import signal
+
+            log.warning("test hook: SIGKILL after step %s", step)
+            os.kill(os.getpid(), signal.SIGKILL)
         if self.fail_at == step:
             raise OperationFailed(f"injected failure after step {step!r} (test hook)")
 

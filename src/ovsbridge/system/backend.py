@@ -80,7 +80,9 @@ class RealBackend:
 
     def ports(self, bridge: str | None = None,
               match: dict[str, str] | None = None) -> list[OvsPort]:
-        found = ports_of(self._snapshot(), bridge)
+        # NOTE: a filtered read decides about one guest, usually under its lock: it must see
+        # what the previous holder of that lock wrote, so it is never served from the cache.
+        found = ports_of(self.ovs.snapshot() if match else self._snapshot(), bridge)
         if match:
             found = [p for p in found
                      if all(p.external_ids.get(k) == v for k, v in match.items())]
@@ -120,6 +122,9 @@ class RealBackend:
 
     def host_link_alias(self, name: str) -> str | None:
         return netns.link_alias(name)
+
+    def host_link_aliases(self) -> dict[str, str]:
+        return netns.link_aliases()
 
     def set_host_alias(self, name: str, alias: str) -> None:
         netns.set_alias(name, alias)
