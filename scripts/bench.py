@@ -1283,6 +1283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             except BenchError as exc:
                 failed = True
                 print(f"  row {key} failed: {exc}", file=sys.stderr, flush=True)
+                for log in (bench.home / "daemon.out", bench.home / "run" / "daemon.log"):
+                    if log.exists():
+                        print(f"  {log.name}: {log_problems(log, 8)}", file=sys.stderr,
+                              flush=True)
                 row_measures = [Measure(key, "-", skipped=f"row failed: {str(exc)[:200]}")]
                 row_ratios = []
             measures += row_measures
