@@ -206,6 +206,19 @@ def render_table(measures: Sequence[Measure], ratios: Sequence[Ratio]) -> str:
     return "\n".join(out)
 
 
+def goals_line(measures: Sequence[Measure], ratios: Sequence[Ratio]) -> str:
+    """``goals: 5 of 7 met (2 missed, 1 not measured)`` over the ratios that have a goal."""
+    by_key = {m.key: m for m in measures}
+    judged = [(r, ratio_value(by_key, r)) for r in ratios if r.goal is not None]
+    if not judged:
+        return "goals: none judged"
+    met = sum(1 for r, v in judged if v is not None and r.goal is not None and v <= r.goal)
+    unmeasured = sum(1 for _, v in judged if v is None)
+    missed = len(judged) - met - unmeasured
+    return (f"goals: {met} of {len(judged)} met ({missed} missed"
+            + (f", {unmeasured} not measured)" if unmeasured else ")"))
+
+
 def report_json(measures: Sequence[Measure], ratios: Sequence[Ratio],
                 meta: dict[str, Any]) -> dict[str, Any]:
     by_key = {m.key: m for m in measures}
@@ -1309,6 +1322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info["loadavg_end"] = os.getloadavg()
     print()
     print(render_table(measures, ratios))
+    print(goals_line(measures, ratios))
     print(f"\n{info['ovsbridge']} ({info['commit']}), {info['cores']} cores, load "
           f"{info['loadavg_start'][0]:.1f} -> {info['loadavg_end'][0]:.1f}"
           + (", --quick" if args.quick else ""))

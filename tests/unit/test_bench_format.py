@@ -50,6 +50,11 @@ def test_ratio_is_ours_over_peer_with_goal_verdict(bench: ModuleType) -> None:
     assert bench.ratio_text(by_key, met).endswith("[goal <= 1x: ok]")
     missed = bench.Ratio(peer.key, ours.key, "ovsbridge", goal=1.0)
     assert "MISSED" in bench.ratio_text(by_key, missed)
+    unmeasured = bench.Ratio(ours.key, "single/pipework", "pipework", goal=1.0)
+    assert bench.goals_line([ours, peer], [met, missed, unmeasured]) == (
+        "goals: 1 of 3 met (1 missed, 1 not measured)")
+    assert bench.goals_line([ours, peer], [bench.Ratio(ours.key, peer.key, "x")]) == (
+        "goals: none judged")
 
 
 def test_table_shows_na_with_reason_and_ratio_on_our_line(bench: ModuleType) -> None:
