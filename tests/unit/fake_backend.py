@@ -96,6 +96,9 @@ class FakeBackend:
             self.w.ports[port.name] = OvsPort(bridge, port.name, 1, "", None, port.vlan,
                                               dict(port.external_ids))
 
+    def session(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
     @contextlib.contextmanager
     def guest_lock(self, guest_key: str, ifname: str) -> Iterator[None]:
         lock = self._locks.setdefault((guest_key, ifname), threading.Lock())

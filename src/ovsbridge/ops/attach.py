@@ -166,7 +166,9 @@ def attach_many(backend: Backend, requests: Sequence[AttachRequest],
 
         def prepare(work: _Work) -> None:
             try:
-                early = _prepare(backend, work, bridges[work.req.bridge], claimed, claim_lock)
+                with backend.session():
+                    early = _prepare(backend, work, bridges[work.req.bridge], claimed,
+                                     claim_lock)
             except Exception as exc:
                 fail(work, exc)
                 return
@@ -181,7 +183,9 @@ def attach_many(backend: Backend, requests: Sequence[AttachRequest],
 
         def configure(work: _Work) -> None:
             try:
-                finish(work, _configure(backend, work))
+                with backend.session():
+                    result = _configure(backend, work)
+                finish(work, result)
             except Exception as exc:
                 fail(work, exc)
 

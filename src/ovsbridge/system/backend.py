@@ -96,6 +96,9 @@ class RealBackend:
             commands.append(ovs.cmd("set", "Interface", bridge, f"mtu_request={pin_mtu}"))
         self._write(*commands)
 
+    def session(self) -> AbstractContextManager[None]:
+        return netns.session()
+
     # serialisation ---------------------------------------------------------------------
     def guest_lock(self, guest_key: str, ifname: str) -> AbstractContextManager[None]:
         return locks.guest_lock(guest_key, ifname)

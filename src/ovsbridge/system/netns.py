@@ -14,8 +14,9 @@ import logging
 import os
 import socket
 import struct
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -67,17 +68,51 @@ def _netlink_socket_in(path: str) -> int:
     return in_netns(path, body)
 
 
+_session = threading.local()
+
+
 @contextmanager
-def _ipr(path: str | None = None) -> Iterator[IPRoute]:
+def session() -> Iterator[None]:
+    """Within this block, this thread reuses one netlink socket per namespace (opened on
+    first use, closed at the end) instead of opening one per step."""
+    outer = getattr(_session, "sockets", None)
+    if outer is not None:  # nested: the outer session serves
+        yield
+        return
+    sockets: dict[str | None, IPRoute] = {}
+    _session.sockets = sockets
+    try:
+        yield
+    finally:
+        _session.sockets = None
+        for ipr in sockets.values():
+            with suppress(Exception):
+                ipr.close()
+
+
+def _open(path: str | None) -> IPRoute:
     """An IPRoute bound to PATH's netns (the current one when None).
 
     NOTE: pyroute2's own ``IPRoute(netns=...)`` forks a helper process per socket (~10 ms);
     a socket made by a thread that entered the netns costs a fraction of that.
     """
     try:
-        ipr = IPRoute() if path is None else IPRoute(fileno=_netlink_socket_in(path))
+        return IPRoute() if path is None else IPRoute(fileno=_netlink_socket_in(path))
     except (OSError, TimeoutError) as exc:
         raise NotFound(f"network namespace {path} cannot be opened: {exc}") from exc
+
+
+@contextmanager
+def _ipr(path: str | None = None) -> Iterator[IPRoute]:
+    """The session's socket for PATH's netns, or a fresh one closed after the block."""
+    sockets = getattr(_session, "sockets", None)
+    if sockets is not None:
+        ipr = sockets.get(path)
+        if ipr is None:
+            ipr = sockets[path] = _open(path)
+        yield ipr
+        return
+    ipr = _open(path)
     try:
         yield ipr
     finally:
