@@ -64,6 +64,7 @@ BLOG_LOOP = (
 STATIC_NET = "198.51.100"  # static rows: .10-.249
 DHCP_NET = "203.0.113"  # the DHCP bridge: router .1, pool .10-.250
 CLONE_NEWNET = 0x40000000
+MAX_FAILURES = 3  # a tool whose samples fail this often stops being sampled
 MAIN_PID = os.getpid()
 T = TypeVar("T")
 ROWS = ("single", "bulk", "growth", "cleanup", "dhcp", "label", "cycles", "leases")
@@ -102,6 +103,7 @@ class Measure:
     samples: list[float] = field(default_factory=list)
     skipped: str | None = None
     note: str = ""
+    failures: list[str] = field(default_factory=list)  # samples that failed (not counted)
 
     @property
     def key(self) -> str:
@@ -193,6 +195,9 @@ def render_table(measures: Sequence[Measure], ratios: Sequence[Ratio]) -> str:
         notes = [ratio_text(by_key, r) for r in ratios if r.ours == m.key]
         if m.note:
             notes.append(m.note)
+        if m.failures and not m.skipped:
+            notes.append(f"{len(m.failures)} failed sample(s) left out, the first: "
+                         f"{shorten(m.failures[0], 120)}")
         row = m.row if m.row != previous_row else ""
         previous_row = m.row
         lines.append((row, m.tool, count_text(m), figure, "; ".join(notes)))
@@ -667,7 +672,9 @@ def interleave(tools: Sequence[Tool], measures: Sequence[Measure], rounds: int,
             try:
                 last[m.tool] = sample(tool)
             except BenchError as exc:
-                m.skipped = f"failed: {exc}"[:500]
+                m.failures.append(str(exc)[:500])
+                if len(m.failures) >= MAX_FAILURES:
+                    m.skipped = f"failed {len(m.failures)} times, the first: {m.failures[0]}"
                 continue
             if i > 0 or not warmup:
                 m.samples.append(last[m.tool])

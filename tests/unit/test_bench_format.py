@@ -64,7 +64,9 @@ def test_table_shows_na_with_reason_and_ratio_on_our_line(bench: ModuleType) -> 
     other = bench.Measure("cleanup", "ovsbridge cleanup", how="value", samples=[1.5])
     ratios = [bench.Ratio(ours.key, peer.key, "ovs-docker"),
               bench.Ratio(ours.key, gone.key, "pipework")]
+    peer.failures.append("obtc1 eth1: expected 198.51.100.5, found nothing")
     lines = bench.render_table([ours, peer, gone, other], ratios).splitlines()
+    assert "1 failed sample(s) left out, the first: obtc1 eth1" in lines[2]
     assert lines[0].split() == ["ROW", "TOOL", "N", "FIGURE", "RATIO"]
     assert "0.50x ovs-docker (2.0x faster); vs pipework: n/a" in lines[1]
     assert lines[1].startswith("single ") and lines[2].startswith(" ")
