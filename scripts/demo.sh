@@ -19,6 +19,11 @@ if [[ ! -x .venv/bin/ovsbridge ]]; then
     .venv/bin/python -m pip install -q -e .
 fi
 export PATH="$PWD/.venv/bin:$PATH"
+# NOTE: the demo's ovsbridge daemon (the CLI starts one for the calls that follow) lives in
+# private directories and is stopped at the end: the demo leaves no daemon and never touches
+# this machine's /run/ovsbridge.
+DEMO_HOME=$(mktemp -d /tmp/ovsbridge-demo-home.XXXXXX)
+export OVSBRIDGE_RUN_DIR="$DEMO_HOME/run" OVSBRIDGE_STATE_DIR="$DEMO_HOME/state"
 
 IMAGE="${OVSBRIDGE_TEST_IMAGE:-ovsbridge-test:busybox}"
 suffix=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
@@ -42,6 +47,8 @@ cleanup() {
     step "Clean up: remove the containers, the bridge and the simulated LAN"
     run docker rm -f "$WEB" "$DB" "$LAN" || true
     run ovs-vsctl --if-exists del-br "$BRIDGE" || true
+    ovsbridge daemon stop >/dev/null 2>&1 || true
+    rm -rf "$DEMO_HOME"
     if [[ -n $SIMSTATE && -f $SIMSTATE ]]; then
         sim ovsbridge daemon stop >/dev/null 2>&1 || true
         run python tests/lab/simhost.py down --state "$SIMSTATE" || true

@@ -7,7 +7,6 @@ optional ``hint:`` line, and the error's documented exit code; tracebacks only w
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -197,10 +196,22 @@ def report_error(ctx: click.Context | None, exc: OvsbridgeError,
 
 
 def _setup_logging(verbose: int, debug: bool) -> None:
-    """-v shows ovsbridge's own DEBUG log: every ovs-vsctl argv and netlink change."""
+    """Log to stderr: WARNING by default; -v shows ovsbridge's own DEBUG log (every ovs-vsctl
+    argv and netlink change). NOTE: without -v or --debug, logging is set up only by the
+    in-process path (cli_engine), so the daemon path does not even import it."""
+    if not (verbose or debug):
+        return
+    setup_logging(verbose)
+
+
+def setup_logging(verbose: int = 0) -> None:
+    import logging
+
+    if logging.getLogger().handlers:
+        return
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    if verbose or debug:
+    if verbose:
         logging.getLogger("ovsbridge").setLevel(logging.DEBUG)
     if verbose >= 3:
         logging.getLogger("pyroute2").setLevel(logging.DEBUG)
@@ -228,7 +239,7 @@ def main(ctx: click.Context, db: str | None, json_: bool, verbose: int, debug: b
       ovsbridge cleanup                            # remove ports of dead containers
     """
     ctx.obj = AppContext(db=db or None, json=json_, verbose=verbose, debug=debug)
-    _setup_logging(verbose, debug)
+    _setup_logging(max(verbose, 1 if debug else 0), debug)
 
 
 __all__ = ["AppContext", "app", "json_option", "main", "require_root"]

@@ -8,7 +8,6 @@ daemon path loads no pyroute2, docker or rich.
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 import threading
 from collections.abc import Sequence
@@ -18,8 +17,8 @@ import click
 
 from ovsbridge.cli import app, json_option, require_root
 from ovsbridge.errors import EXIT_FAILED, BadInput, OvsbridgeError
-from ovsbridge.ops.undo import FAIL_AT_ENV, KILL_AT_ENV
 from ovsbridge.request import AttachRequest, build_attach_request, expand_bulk
+from ovsbridge.testhooks import FAIL_AT_ENV, KILL_AT_ENV
 
 ATTACH_EPILOG = """\b
 Examples:
@@ -128,6 +127,8 @@ def _requests_from_file(stream: IO[str], defaults: dict[str, Any]) -> list[Attac
     requests = []
     seen: set[str] = set()
     where = getattr(stream, "name", "-")
+    import shlex
+
     for number, raw in enumerate(stream, start=1):
         text = raw.strip()
         if not text or text.startswith("#"):

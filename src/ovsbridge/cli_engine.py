@@ -10,12 +10,19 @@ library and click-free ovsbridge modules, so the daemon path stays cheap.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger(__name__)
+
+def _debug(message: str, *args: object) -> None:
+    """Log at DEBUG when logging is on (-v); the daemon path never imports logging itself."""
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.getLogger(__name__).debug(message, *args)
+
+
 NO_DAEMON_ENV = "OVSBRIDGE_NO_DAEMON"
 NETNS_DIR = "/var/run/netns"
 Progress = Callable[[dict[str, Any]], None]
@@ -36,15 +43,15 @@ def execute(op: str, payload: dict[str, Any], *, db: str | None, no_daemon: bool
     if not daemon_disabled(no_daemon):
         try:
             result = daemon_client.engine(op, payload, db=db, on_progress=on_progress)
-            log.debug("%s: done by the daemon", op)
+            _debug("%s: done by the daemon", op)
             return result
         except daemon_client.DaemonNotRunning:
             start_one = _in_host_netns()
-            log.debug("%s: no daemon runs; in-process", op)
+            _debug("%s: no daemon runs; in-process", op)
         except WrongDaemon as exc:
-            log.debug("%s: in-process (%s)", op, exc.message)
+            _debug("%s: in-process (%s)", op, exc.message)
     else:
-        log.debug("%s: in-process (--no-daemon)", op)
+        _debug("%s: in-process (--no-daemon)", op)
     result = in_process(op, payload, db=db, on_progress=on_progress)
     if start_one:
         # The work is done; if no daemon starts, the next call simply runs in-process again.
@@ -55,11 +62,13 @@ def execute(op: str, payload: dict[str, Any], *, db: str | None, no_daemon: bool
 
 def in_process(op: str, payload: dict[str, Any], *, db: str | None,
                on_progress: Progress | None = None) -> Any:
+    from ovsbridge.cli import setup_logging
     from ovsbridge.daemon import engine
     from ovsbridge.system.backend import RealBackend
     from ovsbridge.system.cleanup_backend import RealCleanupBackend
     from ovsbridge.system.ovs import Ovs
 
+    setup_logging()  # warnings of the in-process work go to stderr, formatted
     ovsdb = Ovs(db=db)
     return engine.run(op, payload, RealBackend(ovsdb), RealCleanupBackend(ovsdb), on_progress)
 

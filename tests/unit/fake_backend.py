@@ -170,9 +170,6 @@ class FakeBackend:
         link.update(mac=mac, mtu=mtu)
         self.w.guest_links[ifname] = link
 
-    def set_host_up(self, name: str) -> None:
-        self._maybe_fail("set_host_up")
-
     def disable_tx_offload(self, name: str, netns_path: str | None) -> None:
         self._maybe_fail("disable_tx_offload")
 

@@ -21,13 +21,14 @@ FAILING_METHODS = [
     "create_veth",
     "configure_guest_link",
     "disable_tx_offload",
-    "set_host_up",
     "add_port",
+    "set_host_alias",
     "add_address",
     "replace_default_route",
     "announce",
 ]
-HOOK_STEPS = ["bridge", "veth", "guest-link", "offload", "port", "addresses", "routes", "announce"]
+HOOK_STEPS = ["bridge", "veth", "guest-link", "offload", "port", "addresses", "routes", "announce",
+              "ready"]
 DHCP_FAILING = ["dhcp_acquire", "dhcp_apply", "write_resolv_conf", "daemon_hold"]
 DHCP_STEPS = ["dhcp-lease", "dhcp-apply", "dhcp-hold"]
 

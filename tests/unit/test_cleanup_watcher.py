@@ -330,7 +330,8 @@ def test_render_watcher_status() -> None:
     assert "02:00:00:00:00:01" in rows[1]
 
 
-def test_cleanup_cli_refuses_a_bad_bridge_name() -> None:
+def test_cleanup_cli_refuses_a_bad_bridge_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 0)  # as root, wherever the tests run
     from click.testing import CliRunner
 
     from ovsbridge.cli import main

@@ -45,7 +45,8 @@ def test_help_lists_exit_codes_and_commands(runner: CliRunner) -> None:
         assert word in result.output
 
 
-def test_usage_error_is_one_line_exit_2(runner: CliRunner) -> None:
+def test_usage_error_is_one_line_exit_2(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 0)  # as root, wherever the tests run
     result = runner.invoke(main, ["attach", "br0"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
@@ -53,7 +54,8 @@ def test_usage_error_is_one_line_exit_2(runner: CliRunner) -> None:
         "attach ovsbr0 web1 dhcp (see 'ovsbridge attach --help')"]
 
 
-def test_json_usage_error_is_json(runner: CliRunner) -> None:
+def test_json_usage_error_is_json(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 0)  # as root, wherever the tests run
     result = runner.invoke(main, ["--json", "attach", "br0", "web1", "nope"])
     assert result.exit_code == 2
     doc = json.loads(result.output)

@@ -256,6 +256,7 @@ def test_a_wiped_run_dir_stops_the_daemon(where: DaemonPaths, monkeypatch) -> No
 def test_cli_status_renders_leases_and_exits_3_without_a_daemon(
     where: DaemonPaths, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 0)  # as root, wherever the tests run
     from click.testing import CliRunner
 
     from ovsbridge.cli import main

@@ -329,7 +329,7 @@ def _build(backend: Backend, work: _Work, bridge: BridgeInfo, guest: Guest) -> N
     building = naming.link_alias(guest.key, req.ifname, naming.ALIAS_BUILDING)
     backend.create_veth(host_name, peer, guest.netns_path, work.mtu, building)
     undo.push(f"delete veth {host_name}",
-              lambda: backend.delete_host_link(host_name, building))
+              lambda: _delete_own_link(backend, host_name, guest.key, req.ifname))
     undo.step_done("veth")
 
     backend.configure_guest_link(guest.netns_path, peer, req.ifname, work.mac, work.mtu)
@@ -339,7 +339,6 @@ def _build(backend: Backend, work: _Work, bridge: BridgeInfo, guest: Guest) -> N
         backend.disable_tx_offload(host_name, None)
         backend.disable_tx_offload(req.ifname, guest.netns_path)
         undo.step_done("offload")
-    backend.set_host_up(host_name)
     addresses = tuple(str(s) for s in req.plan.statics)
     work.port = NewPort(host_name, _external_ids(guest, req, work.mac, work.mtu,
                                                  req.fingerprint(), addresses), req.vlan)
@@ -544,6 +543,15 @@ def _link_is(alias: str | None, port: OvsPort, state: str | None = None) -> bool
         return alias == "" and port.port == naming.host_ifname(key, ifname) and state != \
             naming.ALIAS_BUILDING
     return parsed[1:] == (key, ifname) and (state is None or parsed[0] == state)
+
+
+def _delete_own_link(backend: Backend, name: str, key: str, ifname: str) -> bool:
+    """Delete host link NAME if its identity (in whatever state) is KEY's IFNAME."""
+    alias = backend.host_link_alias(name)
+    parsed = naming.parse_link_alias(alias)
+    if alias is None or parsed is None or parsed[1:] != (key, ifname):
+        return False
+    return backend.delete_host_link(name, alias)
 
 
 def _recorded_addresses(port: OvsPort) -> tuple[str, ...]:

@@ -12,11 +12,12 @@ import logging
 import os
 from collections.abc import Callable
 
-from ovsbridge.errors import OperationFailed, OvsbridgeError, RollbackIncomplete
+from ovsbridge.errors import OperationFailed, RollbackIncomplete
+from ovsbridge.testhooks import FAIL_AT_ENV, KILL_AT_ENV
+
+__all__ = ["FAIL_AT_ENV", "KILL_AT_ENV", "UndoStack"]
 
 log = logging.getLogger(__name__)
-FAIL_AT_ENV = "OVSBRIDGE_TEST_FAIL_AT"
-KILL_AT_ENV = "OVSBRIDGE_TEST_KILL_AT"  # SIGKILL this process right after the named step
 
 
 class UndoStack:
@@ -66,7 +67,3 @@ class UndoStack:
 
     def commit(self) -> None:
         self._undo.clear()
-
-
-def is_domain_error(exc: BaseException) -> bool:
-    return isinstance(exc, OvsbridgeError)

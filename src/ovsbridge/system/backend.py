@@ -145,9 +145,6 @@ class RealBackend:
                              mtu: int | None) -> None:
         netns.configure_guest_link(netns_path, tmp, ifname, mac, mtu)
 
-    def set_host_up(self, name: str) -> None:
-        netns.set_up(name)
-
     def disable_tx_offload(self, name: str, netns_path: str | None) -> None:
         netns.disable_tx_offload(name, netns_path)
 

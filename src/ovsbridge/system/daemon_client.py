@@ -16,10 +16,12 @@ import dataclasses
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import subprocess
 
 from ovsbridge.errors import (
     BadInput,
@@ -209,6 +211,8 @@ def start_background(where: DaemonPaths | None = None, db: str | None = None) ->
 
 
 def _spawn(where: DaemonPaths, db: str | None) -> subprocess.Popen[bytes]:
+    import subprocess
+
     _private_dir(where.run_dir)
     log_fd = os.open(where.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     env = {**os.environ, "OVSBRIDGE_RUN_DIR": where.run_dir,

@@ -172,7 +172,8 @@ def link_names(netns_path: str | None = None) -> set[str]:
 
 def create_veth(host: str, peer: str, netns_path: str, mtu: int | None,
                 alias: str | None = None) -> None:
-    """Create HOST (here, with ifalias ALIAS) and PEER placed directly in NETNS_PATH's netns."""
+    """Create HOST (here, up, with ifalias ALIAS) and PEER placed directly in NETNS_PATH's
+    netns (configured and brought up later by configure_guest_link)."""
     fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         with _ipr() as ipr:
@@ -182,7 +183,7 @@ def create_veth(host: str, peer: str, netns_path: str, mtu: int | None,
                 peer_spec["mtu"] = mtu
                 extra["mtu"] = mtu
             log.debug("netlink: add veth %s peer %s in %s mtu=%s", host, peer, netns_path, mtu)
-            ipr.link("add", ifname=host, kind="veth", peer=peer_spec, **extra)
+            ipr.link("add", ifname=host, kind="veth", peer=peer_spec, state="up", **extra)
             if alias:
                 # NOTE: the kernel ignores IFLA_IFALIAS in a newlink request: set it after.
                 index = _index(ipr, host)
@@ -192,18 +193,6 @@ def create_veth(host: str, peer: str, netns_path: str, mtu: int | None,
         raise _translate(exc, f"cannot create veth {host}") from exc
     finally:
         os.close(fd)
-
-
-def set_up(name: str, netns_path: str | None = None) -> None:
-    try:
-        with _ipr(netns_path) as ipr:
-            index = _index(ipr, name)
-            if index is None:
-                raise NotFound(f"interface {name} does not exist")
-            log.debug("netlink: set %s up", name)
-            ipr.link("set", index=index, state="up")
-    except NetlinkError as exc:
-        raise _translate(exc, f"cannot bring {name} up") from exc
 
 
 def link_alias(name: str, netns_path: str | None = None) -> str | None:
@@ -237,6 +226,18 @@ def set_alias(name: str, alias: str, netns_path: str | None = None) -> None:
             ipr.link("set", index=index, ifalias=alias)
     except NetlinkError as exc:
         raise _translate(exc, f"cannot set the identity of {name}") from exc
+
+
+def set_up(name: str, netns_path: str | None = None) -> None:
+    try:
+        with _ipr(netns_path) as ipr:
+            index = _index(ipr, name)
+            if index is None:
+                raise NotFound(f"interface {name} does not exist")
+            log.debug("netlink: set %s up", name)
+            ipr.link("set", index=index, state="up")
+    except NetlinkError as exc:
+        raise _translate(exc, f"cannot bring {name} up") from exc
 
 
 def delete_link(name: str, netns_path: str | None = None, alias: str | None = None) -> bool:
@@ -278,15 +279,14 @@ def configure_guest_link(netns_path: str, tmp_name: str, ifname: str, mac: str,
             if _index(ipr, ifname) is not None:
                 raise Conflict(f"the guest already has an interface named {ifname}",
                                hint="pick another --ifname")
-            changes: dict[str, Any] = {"ifname": ifname, "address": mac}
+            # NOTE: one request: the kernel renames (which needs the link down) and sets MAC
+            # and MTU before it applies the up flag.
+            changes: dict[str, Any] = {"ifname": ifname, "address": mac, "state": "up"}
             if mtu:
                 changes["mtu"] = mtu
             log.debug("netlink[%s]: set %s %s", netns_path, tmp_name, changes)
             ipr.link("set", index=index, **changes)
-            ipr.link("set", index=index, state="up")
-            lo = _index(ipr, "lo")
-            if lo is not None:
-                ipr.link("set", index=lo, state="up")
+            ipr.link("set", index=1, state="up")  # lo is always ifindex 1 in a netns
     except NetlinkError as exc:
         raise _translate(exc, f"cannot configure {ifname} in the guest") from exc
 
@@ -346,37 +346,56 @@ def _require(ipr: IPRoute, name: str) -> int:
     return index
 
 
-_TX_CSUM = ("tx-checksum-ipv4", "tx-checksum-ip-generic", "tx-checksum-ipv6",
-            "tx-checksum-sctp", "tx-checksum-fcoe-crc")
+_SIOCETHTOOL = 0x8946
+_ETHTOOL_GTXCSUM = 0x16
+_ETHTOOL_STXCSUM = 0x17
+
+
+def _ethtool_value(sock: socket.socket, name: str, cmd: int, data: int = 0) -> int:
+    """One SIOCETHTOOL ioctl with a ``struct ethtool_value`` on interface NAME."""
+    import ctypes
+    import fcntl
+
+    value = ctypes.create_string_buffer(struct.pack("II", cmd, data))
+    ifreq = struct.pack("16sP", name.encode(), ctypes.addressof(value)).ljust(40, b"\0")
+    fcntl.ioctl(sock.fileno(), _SIOCETHTOOL, ifreq)
+    return int(struct.unpack("II", value.raw[:8])[1])
+
+
+def tx_checksum_on(name: str, netns_path: str | None = None) -> bool:
+    """Is TX checksum offload on for NAME (``ethtool -k``'s tx-checksumming)?"""
+
+    def body() -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            return bool(_ethtool_value(sock, name, _ETHTOOL_GTXCSUM))
+
+    try:
+        return in_netns(netns_path, body)
+    except OSError as exc:
+        raise OperationFailed(f"cannot read TX checksum offload of {name}: {exc}") from exc
 
 
 def disable_tx_offload(name: str, netns_path: str | None = None) -> None:
-    """``ethtool -K NAME tx off``, through pyroute2's ethtool, in the given netns.
+    """``ethtool -K NAME tx off`` in the given netns: one ioctl (legacy ETHTOOL_STXCSUM, which
+    clears every tx-checksum feature: ip, ipv6, generic, sctp, fcoe), skipped when already off.
 
     NOTE: on OVS's userspace datapath a veth with TX checksum offload hands OVS packets
     with partial checksums; OVS forwards them unfixed, so UDP (DHCP offers) is dropped.
     """
 
     def body() -> None:
-        from pyroute2.ethtool import Ethtool
-
-        with Ethtool() as eth:
-            features = eth.get_features(name)
-            changed = False
-            for key in _TX_CSUM:
-                feature = features.features.get(key)
-                if feature is not None and feature.enable:
-                    feature.enable = False
-                    changed = True
-            if changed:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            if _ethtool_value(sock, name, _ETHTOOL_GTXCSUM):
                 log.debug("ethtool[%s]: %s tx off", netns_path or "current", name)
-                eth.set_features(name, features)
+                _ethtool_value(sock, name, _ETHTOOL_STXCSUM, 0)
 
     try:
         in_netns(netns_path, body)
     except OvsbridgeError:
         raise
-    except (OSError, NetlinkError) as exc:
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            raise NotFound(f"cannot turn off TX checksum offload on {name}: it is gone") from exc
         raise OperationFailed(f"cannot turn off TX checksum offload on {name}: {exc}") from exc
 
 
