@@ -211,6 +211,12 @@ def render_table(measures: Sequence[Measure], ratios: Sequence[Ratio]) -> str:
     return "\n".join(out)
 
 
+def any_failed(measures: Sequence[Measure]) -> bool:
+    """True when a tool failed (not when a feature is missing or a peer is absent)."""
+    return any(m.failures or (m.skipped or "").startswith(("failed", "row failed"))
+               for m in measures)
+
+
 def goals_line(measures: Sequence[Measure], ratios: Sequence[Ratio]) -> str:
     """``goals: 5 of 7 met (2 missed, 1 not measured)`` over the ratios that have a goal."""
     by_key = {m.key: m for m in measures}
@@ -1322,6 +1328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.close()
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+    failed = failed or any_failed(measures)
     leaks = find_leaks(bench.session, baseline, mode="session")
     if leaks:
         failed = True

@@ -81,3 +81,11 @@ def test_only_rejects_unknown_rows(bench: ModuleType) -> None:
     assert bench.parse_args(["--only", "single,cleanup"]).rows == ["single", "cleanup"]
     with pytest.raises(SystemExit):
         bench.parse_args(["--only", "singel"])
+
+
+def test_a_failed_tool_fails_the_run_a_missing_feature_does_not(bench: ModuleType) -> None:
+    missing = bench.Measure("single", "pipework", skipped="/x/pipework is absent")
+    assert not bench.any_failed([missing])
+    assert bench.any_failed([missing, bench.Measure("bulk", "o", skipped="failed (exit 1): x")])
+    flaky = bench.Measure("single", "o", samples=[0.1], failures=["eth1: found nothing"])
+    assert bench.any_failed([flaky])
