@@ -7,6 +7,9 @@
 # LAN's DHCP server) and a simulated host (a netns with its own private Open vSwitch) whose
 # eth0 goes into ovsbr0 with `setup-bridge`; a --net=none container is attached with `dhcp`,
 # takes its address from the router, and pings it. The machine's own uplink is never touched.
+# Part 3: two hosts, one segment, through OVN: a central (northbound/southbound databases and
+# ovn-northd) and two simulated hosts joined by an underlay; each host joins OVN, one logical
+# switch with OVN's DHCP spans both, a container on each host pings the other across Geneve.
 # Every command is printed before it runs, as in a tutorial. Everything the demo makes
 # (containers, bridges, namespaces, daemons) is removed at the end, even when a step fails.
 set -euo pipefail
@@ -40,12 +43,15 @@ run() {
 
 LAN="demo-lan-$suffix"
 SIMSTATE=""
+OVNSTATE=""
+OVN_A="demo-ovn-a-$suffix"
+OVN_B="demo-ovn-b-$suffix"
 
 cleanup() {
     local rc=$?
     trap - EXIT
     step "Clean up: remove the containers, the bridge and the simulated LAN"
-    run docker rm -f "$WEB" "$DB" "$LAN" || true
+    run docker rm -f "$WEB" "$DB" "$LAN" "$OVN_A" "$OVN_B" || true
     run ovs-vsctl --if-exists del-br "$BRIDGE" || true
     ovsbridge daemon stop >/dev/null 2>&1 || true
     rm -rf "$DEMO_HOME"
@@ -53,6 +59,10 @@ cleanup() {
         sim ovsbridge daemon stop >/dev/null 2>&1 || true
         run python tests/lab/simhost.py down --state "$SIMSTATE" || true
         rm -f "$SIMSTATE"
+    fi
+    if [[ -n $OVNSTATE && -f $OVNSTATE ]]; then
+        run python tests/lab/ovn.py down --state "$OVNSTATE" || true
+        rm -f "$OVNSTATE"
     fi
     if ((rc == 0)); then
         printf '\ndemo: done\n'
@@ -125,3 +135,49 @@ step "Undo: detach, then give eth0 its addresses and routes back"
 sim ovsbridge detach "$LAN"
 sim ovsbridge teardown-bridge
 sim ip -br addr show eth0
+
+printf '\n%s== Part 3: two hosts, one segment, through OVN ==%s\n' "$bold" "$plain"
+step "Build a central (OVN databases + ovn-northd at 203.0.113.10) and two hosts on an underlay"
+OVNSTATE=$(mktemp /tmp/ovsbridge-demo-ovn-XXXXXX.json)
+python tests/lab/ovn.py up --hosts 2 --state "$OVNSTATE" >/dev/null
+CENTRAL=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["sb"])' "$OVNSTATE")
+# On host N, every command runs inside its netns, against its own OVS, OVN and daemon dirs.
+hv() {
+    local n=$1
+    shift
+    printf '[hv%s]$ %s\n' "$n" "$*"
+    local -a envs
+    mapfile -t envs < <(python -c 'import json,sys
+h = json.load(open(sys.argv[1]))["hosts"][int(sys.argv[2]) - 1]
+print(h["ns"]); print("OVSBRIDGE_DB=" + h["db"])
+for k, v in h["env"].items(): print(f"{k}={v}")' "$OVNSTATE" "$n")
+    ip netns exec "${envs[0]}" env "${envs[@]:1}" "$@"
+}
+
+step "Each host joins OVN: chassis, Geneve, ovn-controller (started the distribution's way)"
+hv 1 ovsbridge ovn join --central "$CENTRAL" --system-id hv1
+hv 2 ovsbridge ovn join --central "$CENTRAL" --system-id hv2
+hv 1 ovsbridge ovn join --central "$CENTRAL" --system-id hv1   # again: a no-op
+hv 1 ovsbridge ovn status
+
+step "One logical switch with OVN's own DHCP, spanning both hosts"
+hv 1 ovsbridge ovn switch create demo --subnet 198.51.100.0/24 --dhcp
+hv 2 ovsbridge ovn switch list
+
+step "A --net=none container on each host, attached with dhcp to the switch"
+run docker run -d --name "$OVN_A" --network none "$IMAGE"
+run docker run -d --name "$OVN_B" --network none "$IMAGE"
+hv 1 ovsbridge attach br-int "$OVN_A" dhcp --ovn-switch demo
+hv 2 ovsbridge attach br-int "$OVN_B" dhcp --ovn-switch demo
+hv 2 ovsbridge ps br-int
+B_IP=$(docker exec "$OVN_B" ip -4 -o addr show eth1 | awk '{print $4}' | cut -d/ -f1)
+
+step "hv1's container reaches hv2's across the Geneve tunnel"
+run docker exec "$OVN_A" ping -c 3 "$B_IP"
+
+step "Undo: detach both, and each host leaves OVN exactly as it was"
+hv 1 ovsbridge detach "$OVN_A"
+hv 2 ovsbridge detach "$OVN_B"
+hv 1 ovsbridge ovn switch delete demo
+hv 1 ovsbridge ovn leave
+hv 2 ovsbridge ovn leave

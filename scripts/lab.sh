@@ -12,6 +12,13 @@ DOCKERD_WAIT=60
 PACKAGES=(
     openvswitch-switch openvswitch-common docker.io dnsmasq-base ethtool iproute2
     busybox-static tcpdump procps python3 python3-venv
+    ovn-central ovn-host
+)
+# The distribution's OVN daemons (ovn-ctl's pid files): the lab never runs them in the root
+# netns; the multi-host fixture (tests/lab/ovn.py) runs private ones inside its namespaces.
+OVN_PIDFILES=(
+    /var/run/ovn/ovn-northd.pid:ovn-northd /var/run/ovn/ovnnb_db.pid:ovsdb-server
+    /var/run/ovn/ovnsb_db.pid:ovsdb-server /var/run/ovn/ovn-controller.pid:ovn-controller
 )
 
 log() { printf 'lab: %s\n' "$*"; }
@@ -58,6 +65,40 @@ drop_stale_pidfile() {
         log "removing stale pid file $file (pid ${pid:-none} is not running)"
         rm -f "$file"
     fi
+}
+
+# Stop, by the PID in its pid file, a root-netns OVN daemon that package scripts started
+# despite policy-rc.d. Only when the PID is alive, runs the expected program and lives in
+# the root netns (never a fixture's private daemon, never a reused PID of something else).
+stop_root_ovn_daemons() {
+    local entry file comm pid actual root_ns waited
+    # NOTE: /proc/1 may be unreadable in a sandbox; the lab runs in the root netns itself.
+    root_ns=$(readlink /proc/$$/ns/net)
+    for entry in "${OVN_PIDFILES[@]}"; do
+        file=${entry%%:*} comm=${entry#*:}
+        [[ -f $file ]] || continue
+        pid=$(tr -dc '0-9' <"$file")
+        if [[ -z $pid || ! -r /proc/$pid/comm ]]; then
+            log "removing stale pid file $file"
+            rm -f "$file"
+            continue
+        fi
+        actual=$(cat "/proc/$pid/comm")
+        if [[ $actual != "$comm" || $(readlink "/proc/$pid/ns/net") != "$root_ns" ]]; then
+            log "leaving pid $pid ($actual) alone: not the root netns $comm of $file"
+            continue
+        fi
+        log "ovn: stopping $comm (pid $pid from $file): the lab runs OVN only in namespaces"
+        kill -TERM "$pid" 2>/dev/null || true
+        waited=0
+        while [[ -d /proc/$pid ]] && ((waited < 50)); do
+            [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) == Z ]] && break
+            sleep 0.1
+            waited=$((waited + 1))
+        done
+        [[ -d /proc/$pid ]] && kill -KILL "$pid" 2>/dev/null || true
+        rm -f "$file"
+    done
 }
 
 ovs_answers() {
@@ -150,6 +191,7 @@ EOF
 }
 
 install_packages
+stop_root_ovn_daemons
 start_ovs
 start_docker
 build_image

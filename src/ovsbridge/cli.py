@@ -114,6 +114,12 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "teardown-bridge": ("ovsbridge.cli_uplink", "teardown_bridge"),
     "confirm": ("ovsbridge.cli_uplink", "confirm"),
     "daemon": ("ovsbridge.cli_daemon", "daemon"),
+    "set": ("ovsbridge.cli_set", "set_command"),
+    "pipework": ("ovsbridge.cli_pipework", "pipework"),
+    "adopt": ("ovsbridge.cli_adopt", "adopt"),
+    "doctor": ("ovsbridge.cli_doctor", "doctor"),
+    "completion": ("ovsbridge.cli_complete", "completion"),
+    "ovn": ("ovsbridge.cli_ovn", "ovn"),
 }
 
 
@@ -132,6 +138,9 @@ class OvsbridgeGroup(click.Group):
         module_name, attr = LAZY_COMMANDS[cmd_name]
         command = getattr(importlib.import_module(module_name), attr)
         assert isinstance(command, click.Command)
+        importlib.import_module("ovsbridge.cli_examples").add_examples(cmd_name, command)
+        if os.environ.get("_OVSBRIDGE_COMPLETE"):  # only while completing: keep start-up cheap
+            importlib.import_module("ovsbridge.cli_complete").add_completion(command)
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -156,6 +165,7 @@ class OvsbridgeGroup(click.Group):
              **extra: Any) -> Any:
         """Usage errors become one ``error:`` line and exit 2, like every other error."""
         argv = list(sys.argv[1:] if args is None else args)
+        argv = ["pipework", *argv] if os.path.basename(sys.argv[0]) == "pipework" else argv
         try:
             code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
@@ -192,7 +202,16 @@ def report_error(ctx: click.Context | None, exc: OvsbridgeError,
     text = f"error: {exc.message.rstrip('.')}"
     if exc.hint:
         text += f"; hint: {exc.hint}"
-    click.echo(" ".join(text.splitlines()), err=True)
+    click.echo(one_line(text), err=True)
+
+
+def one_line(text: str) -> str:
+    """TEXT as one printable line: line breaks become spaces, other control characters
+    (a terminal escape in a user's value, say) are shown escaped."""
+    joined = " ".join(text.splitlines())
+    if joined.isprintable():
+        return joined
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in joined)
 
 
 def _setup_logging(verbose: int, debug: bool) -> None:

@@ -36,6 +36,9 @@ LINE_OPTIONS: dict[str, tuple[str, bool, object]] = {
     "--dhcp-timeout": ("dhcp_timeout", True, None), "--replace": ("replace", False, True),
     "--no-default-route": ("default_route", False, False), "--dns": ("dns", False, True),
     "--no-dns": ("dns", False, False), "--create-bridge": ("create_bridge", False, True),
+    "--ovn-switch": ("ovn_switch", True, None), "--ovn-port": ("ovn_port", True, None),
+    "--ra-timeout": ("ra_timeout", True, None), "--trunk": ("trunk", True, None),
+    "--rate-limit": ("rate_limit", True, None), "--burst": ("burst", True, None),
 }
 
 
@@ -80,13 +83,29 @@ def _execute(op: str, payload: dict[str, Any], no_daemon: bool,
 @click.option("--dns/--no-dns", default=None,
               help="With dhcp: write the lease's DNS servers into the container's resolv.conf "
                    "[default: --dns].")
+@click.option("--ovn-switch", metavar="NAME",
+              help="OVN: create a logical port on logical switch NAME and bind it on this "
+                   "chassis (BRIDGE is br-int).")
+@click.option("--ovn-port", metavar="LSP", help="OVN: bind the existing logical port LSP.")
+@click.option("--ra-timeout", type=str, metavar="S",
+              help="With slaac/dhcp6: wait at most S seconds for the router advertisement "
+                   "(address, default route).  [default: 15]")
+@click.option("--trunk", type=str, metavar="VLANS",
+              help="Make the port a trunk of VLANS (10,20,30 or 100-110); with --vlan N, "
+                   "N is its native (untagged) VLAN.")
+@click.option("--rate-limit", type=str, metavar="MBPS",
+              help="Police what the guest sends to MBPS Mbit/s (OVS ingress policing).")
+@click.option("--burst", type=str, metavar="KB",
+              help="With --rate-limit: burst size in KB.  [default: 0.1 s at the rate]")
 @no_daemon_option
 @json_option
 @require_root
 def attach(bridge: str, targets: tuple[str, ...], from_file: IO[str] | None, ifname: str | None,
            mac: str | None, vlan: str | None, mtu: str | None, host_ifname: str | None,
            create_bridge: bool, replace: bool, dhcp_timeout: str | None, hostname: str | None,
-           no_default_route: bool, dns: bool | None, no_daemon: bool) -> None:
+           no_default_route: bool, dns: bool | None, ovn_switch: str | None,
+           ovn_port: str | None, ra_timeout: str | None, trunk: str | None,
+           rate_limit: str | None, burst: str | None, no_daemon: bool) -> None:
     """Give each GUEST an interface on the OVS bridge BRIDGE.
 
     \b
@@ -101,6 +120,8 @@ def attach(bridge: str, targets: tuple[str, ...], from_file: IO[str] | None, ifn
         "host_ifname": host_ifname, "create_bridge": create_bridge or None,
         "replace": replace or None, "dhcp_timeout": dhcp_timeout, "hostname": hostname,
         "default_route": False if no_default_route else None, "dns": dns,
+        "ovn_switch": ovn_switch, "ovn_port": ovn_port,
+        "ra_timeout": ra_timeout, "trunk": trunk, "rate_limit": rate_limit, "burst": burst,
     }
     fields = {k: v for k, v in fields.items() if v is not None}
     if from_file is not None:
@@ -114,13 +135,20 @@ def attach(bridge: str, targets: tuple[str, ...], from_file: IO[str] | None, ifn
                            hint="e.g. ovsbridge attach ovsbr0 web1 dhcp "
                                 "(see 'ovsbridge attach --help')")
         requests = expand_bulk({**fields, "address": targets[-1]}, list(targets[:-1]))
-    single = len(requests) == 1 and from_file is None
+    run_attach_requests(requests, single=len(requests) == 1 and from_file is None,
+                        no_daemon=no_daemon)
+
+
+def run_attach_requests(requests: Sequence[AttachRequest], *, single: bool,
+                        no_daemon: bool = False) -> None:
+    """Run REQUESTS as ``ovsbridge attach`` does (daemon or in-process; the same lines, JSON
+    and exit codes): every front end that builds AttachRequests ends here."""
     payload: dict[str, Any] = {"requests": [r.to_dict() for r in requests]}
     for key, env in (("fail_at", FAIL_AT_ENV), ("kill_at", KILL_AT_ENV)):
         if os.environ.get(env):
             payload[key] = os.environ[env]  # the test hooks, in both modes
-    _run_bulk("attach", payload,
-              [str(r.guest) for r in requests], single, no_daemon, _attach_line)
+    _run_bulk("attach", payload, [str(r.guest) for r in requests], single, no_daemon,
+              _attach_line)
 
 
 def _requests_from_file(stream: IO[str], defaults: dict[str, Any]) -> list[AttachRequest]:
@@ -333,24 +361,62 @@ def _clock(epoch: str | None) -> str:
 
 
 PS_COLUMNS = ("BRIDGE", "PORT", "OFPORT", "CONTAINER", "ID", "IFNAME", "MAC", "ADDRESSES",
-              "VLAN", "MTU", "MODE", "STATE", "OWNER")
+              "VLAN", "MTU", "RATE", "MODE", "STATE", "OWNER")
+
+
+def _ps_addresses(r: dict[str, Any]) -> str:
+    details = r.get("address_details") or []
+    if not details:
+        return ", ".join(r.get("addresses") or [])
+    out = []
+    for d in details:
+        text = f"{d['address']} ({d['origin']}"
+        if d.get("expires_at"):
+            text += f", expires {_clock(d['expires_at'])}"
+        out.append(text + ")")
+    return ", ".join(out)
+
+
+def _ps_vlan(r: dict[str, Any]) -> str | None:
+    trunks = ",".join(str(t) for t in r.get("trunks") or [])
+    if not trunks:
+        return None if r.get("vlan") is None else str(r["vlan"])
+    native = f" native {r['vlan']}" if r.get("vlan") is not None else ""
+    return f"trunk {trunks}{native}"
+
+
+def _ps_rate(r: dict[str, Any]) -> str | None:
+    if not r.get("rate_limit"):
+        return None
+    burst = f"/{r['burst']}KB" if r.get("burst") else ""
+    return f"{r['rate_limit']}Mb{burst}"
 
 
 @click.command(epilog="""\b
 Examples:
   ovsbridge ps
   ovsbridge ps ovsbr0 --json | jq '.[] | select(.state != "ok")'
+  ovsbridge ps --format dot | dot -Tpng -o ports.png
 """)
 @click.argument("bridge", required=False)
+@click.option("--format", "format_", type=click.Choice(["table", "json", "dot"]),
+              default="table", show_default=True,
+              help="table for people, json (as --json), or dot (Graphviz: bridges, VLANs, "
+                   "ports, containers).")
 @no_daemon_option
 @json_option
 @require_root
-def ps(bridge: str | None, no_daemon: bool) -> None:
+def ps(bridge: str | None, format_: str, no_daemon: bool) -> None:
     """Map OVS ports to containers: which port is which guest, and is it healthy."""
     ctx = app()
     answer = _execute("ps", {"bridge": bridge}, no_daemon)
     records = answer.get("ports") or []
-    if ctx.json:
+    if format_ == "dot" and not ctx.json:
+        from ovsbridge.ps_dot import to_dot
+
+        click.echo(to_dot(records), nl=False)
+        return
+    if ctx.json or format_ == "json":
         ctx.render.data([{k: v for k, v in r.items() if k != "extra"} for r in records])
         return
     rows = []
@@ -362,9 +428,15 @@ def ps(bridge: str | None, no_daemon: bool) -> None:
                    f"expires {_clock(extra.get('expires_at'))})"
         cid = r.get("container_id") or ""
         rows.append((r["bridge"], r["port"], r["ofport"], r.get("container_name"), cid[:12],
-                     r.get("ifname"), r.get("mac"), ", ".join(r.get("addresses") or []),
-                     r.get("vlan"), r.get("mtu"), mode, r["state"], r["owner"]))
+                     r.get("ifname"), r.get("mac"), _ps_addresses(r), _ps_vlan(r),
+                     r.get("mtu"), _ps_rate(r), mode, r["state"], r["owner"]))
+    ovn = [(r.get("extra") or {}) for r in records]
+    if any("ovn_port" in e for e in ovn):  # OVN attachments: switch/port and binding
+        wide = [(*row, f"{e['ovn_switch']}/{e['ovn_port']} ({e['ovn_binding']})"
+                 if "ovn_port" in e else "-") for row, e in zip(rows, ovn, strict=True)]
+        ctx.render.table((*PS_COLUMNS, "OVN"), wide)
+        return
     ctx.render.table(PS_COLUMNS, rows)
 
 
-__all__ = ["OvsbridgeError", "attach", "detach", "ps"]
+__all__ = ["OvsbridgeError", "attach", "detach", "ps", "run_attach_requests"]

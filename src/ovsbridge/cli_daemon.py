@@ -44,6 +44,10 @@ def run(log_level: str) -> None:
     logger.addHandler(handler)
     logger.setLevel(log_level.upper())
     logger.propagate = False
+    import os
+
+    if app().db:  # the daemon serves the OVSDB it was started for (--db or OVSBRIDGE_DB)
+        os.environ["OVSBRIDGE_DB"] = app().db or ""
     run_daemon(daemon_paths(), plugins=default_plugins())
 
 
@@ -88,6 +92,11 @@ def render_status(status: dict[str, Any], now: float | None = None) -> str:
         for row in rows:
             cells = (cell.ljust(w) for cell, w in zip(row, widths, strict=True))
             lines.append("  ".join(cells).rstrip())
+        for item in leases:
+            if item.get("error"):
+                guest = item.get("guest") or {}
+                who = f"{guest.get('name') or guest.get('key') or '?'} {item.get('ifname')}"
+                lines.append(f"error: {who}: {item['error']}")
     for key, value in status.items():
         if key in ("pid", "version", "started_at", "socket", "state_dir", "leases"):
             continue

@@ -96,3 +96,7 @@ class WrongDaemon(EnvironmentProblem):
     (the CLI then does the work itself)."""
 
     kind = "wrong-daemon"
+
+
+class VswitchdNotApplied(EnvironmentProblem):
+    """OVSDB committed a change but ovs-vswitchd did not apply it in time (exit 5)."""

@@ -7,6 +7,7 @@ administered unicast. No PID, clock or random value goes into a name.
 from __future__ import annotations
 
 import hashlib
+import re
 
 IFNAMSIZ_MAX = 15
 HOST_PREFIX = "ovb"
@@ -36,9 +37,74 @@ def stable_mac(guest_key: str, ifname: str) -> str:
 
 
 def pipework_mac(text: str) -> str:
-    """MAC as pipework's ``U:TEXT`` derives it: 02 then md5 of ``echo TEXT``'s first 10 hex."""
-    digest = hashlib.md5((text + "\n").encode()).hexdigest()
+    """MAC as pipework's ``U:TEXT`` derives it: ``echo $macunique | md5sum``, 02 + 10 hex.
+
+    The text goes through what dash (pipework's /bin/sh) does to it: unquoted, it is split
+    into words on IFS (space, tab, newline; so runs of whitespace collapse and leading or
+    trailing whitespace vanishes), and dash's echo joins the words with one space, treats a
+    first word of exactly ``-n`` as "no newline" and expands backslash escapes (see
+    ``dash_echo``). Glob characters are taken literally, as when no file matches them.
+    """
+    digest = hashlib.md5(dash_echo(_IFS_RUN.split(text))).hexdigest()
     return "02:" + ":".join(digest[i : i + 2] for i in range(0, 10, 2))
+
+
+_IFS_RUN = re.compile(r"[ \t\n]+")
+_ESCAPES = {"\\": 0x5C, "a": 0x07, "b": 0x08, "e": 0x1B, "f": 0x0C, "n": 0x0A, "r": 0x0D,
+            "t": 0x09, "v": 0x0B}
+_OCTAL = "01234567"
+
+
+def dash_echo(words: list[str]) -> bytes:
+    """The bytes dash 0.5.12's builtin ``echo WORDS...`` writes (src/bltin/printf.c).
+
+    NOTE: dash's echo takes no option but a first argument of exactly ``-n``; it always
+    expands escapes: ``\\a \\b \\e \\f \\n \\r \\t \\v \\\\``, ``\\0NNN`` and ``\\NNN`` (up to three
+    octal digits, the value taken modulo 256), ``\\c`` ends all output (no newline either);
+    a backslash before anything else stays a backslash.
+    """
+    args = [w for w in words if w]
+    end = b"\n"
+    if args and args[0] == "-n":
+        args, end = args[1:], b""
+    out = bytearray()
+    for index, word in enumerate(args):
+        raw = word.encode("utf-8", "surrogateescape")
+        if _echo_word(raw, out):
+            return bytes(out)  # \c: stop here
+        if index < len(args) - 1:
+            out += b" "
+    return bytes(out + end)
+
+
+def _echo_word(raw: bytes, out: bytearray) -> bool:
+    """Append RAW with dash's escapes expanded; True when a ``\\c`` stopped the output."""
+    i = 0
+    while i < len(raw):
+        ch = raw[i]
+        i += 1
+        if ch != 0x5C or i >= len(raw):  # a trailing backslash is printed as itself
+            out.append(ch)
+            continue
+        nxt = chr(raw[i])
+        if nxt == "c":
+            return True
+        if nxt == "0" and i + 1 < len(raw) and chr(raw[i + 1]) in _OCTAL:
+            i += 1  # \0NNN: the 0 only introduces the digits
+            nxt = chr(raw[i])
+        if nxt in _OCTAL:
+            value, digits = 0, 0
+            while i < len(raw) and digits < 3 and chr(raw[i]) in _OCTAL:
+                value = value * 8 + raw[i] - 0x30
+                i += 1
+                digits += 1
+            out.append(value & 0xFF)
+        elif nxt in _ESCAPES:
+            out.append(_ESCAPES[nxt])
+            i += 1
+        else:
+            out.append(0x5C)  # unknown escape: the backslash stays, the next byte follows
+    return False
 
 
 # The identity every host veth end carries in its ifalias: whose it is, and whether the
@@ -76,4 +142,18 @@ K_ADDRESSES = "ovsbridge.addresses"  # comma-separated, as configured
 K_MODE = "ovsbridge.mode"  # static | dhcp | none
 K_CONFIG = "ovsbridge.config"  # fingerprint of the requested configuration
 K_CREATED_AT = "ovsbridge.created_at"  # unix time, seconds
+
+# Tags other tools write, under the keys they really write (read from their source and from
+# running them: pipework 9ba97f1 and Debian's ovs-docker). pipework sets them on the
+# Interface; ovs-docker too.
+PW_INTERFACE = "pipework.interface"  # the host end of the veth
+PW_BRIDGE = "pipework.bridge"
+PW_CONTAINER_ID = "pipework.containerid"  # full id (docker inspect .ID)
+PW_CONTAINER_NAME = "pipework.containername"  # docker's .Name: with a leading "/"
+PW_NSPID = "pipework.nspid"  # the container's pid when pipework ran
+PW_VLAN = "pipework.vlan"
+OD_CONTAINER_ID = "container_id"  # what the ovs-docker user typed: a name or an id
+OD_CONTAINER_IFACE = "container_iface"  # the interface name inside the container
+
+
 K_REQUEST = "ovsbridge.request"  # the AttachRequest as asked (JSON), to rebuild it on rollback

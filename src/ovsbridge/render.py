@@ -7,6 +7,7 @@ escaped before rich renders it, so a container named ``[red]x`` prints as typed.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -14,6 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+
+# Cells that are a state word get a colour on a terminal (never with NO_COLOR, never piped).
+STATE_COLOURS = {"ok": "green", "stale": "red", "error": "red", "fail": "red",
+                 "warning": "yellow", "removed": "yellow", "would remove": "yellow"}
+
+
+def no_color() -> bool:
+    """NO_COLOR (https://no-color.org): any non-empty value turns colour and styles off."""
+    return bool(os.environ.get("NO_COLOR"))
 
 
 class Renderer:
@@ -29,7 +40,8 @@ class Renderer:
 
             # NOTE: piped output (grep, awk) must not wrap columns at rich's default 80.
             width = None if sys.stdout.isatty() else 250
-            self._out = Console(file=sys.stdout, highlight=False, soft_wrap=True, width=width)
+            self._out = Console(file=sys.stdout, highlight=False, soft_wrap=True, width=width,
+                                no_color=no_color())
         return self._out
 
     @property
@@ -37,7 +49,8 @@ class Renderer:
         if self._err is None:
             from rich.console import Console
 
-            self._err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+            self._err = Console(file=sys.stderr, highlight=False, soft_wrap=True,
+                                no_color=no_color())
         return self._err
 
     def data(self, payload: Any) -> None:
@@ -67,11 +80,17 @@ class Renderer:
         from rich.markup import escape
         from rich.table import Table
 
-        table = Table(title=title, box=None, header_style="bold", pad_edge=False)
+        plain = no_color()
+        table = Table(title=title, box=None, header_style=None if plain else "bold",
+                      pad_edge=False)
         for column in columns:
             table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(*(escape("-" if v is None or v == "" else str(v)) for v in row))
+            cells = [escape("-" if v is None or v == "" else str(v)) for v in row]
+            if not plain:
+                cells = [f"[{STATE_COLOURS[c]}]{c}[/]" if c in STATE_COLOURS else c
+                         for c in cells]
+            table.add_row(*cells)
         self.out.print(table)
 
     def _plain_table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]],

@@ -25,14 +25,18 @@ from ovsbridge.model import (
     check_mtu,
     check_vlan,
     parse_address_plan,
+    parse_burst,
     parse_guest,
     parse_ifname,
     parse_mac,
+    parse_rate,
+    parse_trunks,
 )
 
 T = TypeVar("T")
 DEFAULT_IFNAME = "eth1"
 DEFAULT_DHCP_TIMEOUT = 30.0
+DEFAULT_RA_TIMEOUT = 15.0
 IPV6_MIN_MTU = 1280
 # Every field a front end may give, with its name in messages (the CLI's option).
 FIELDS: dict[str, str] = {
@@ -50,6 +54,12 @@ FIELDS: dict[str, str] = {
     "hostname": "--hostname",
     "default_route": "--default-route",
     "dns": "--dns",
+    "ovn_switch": "--ovn-switch",
+    "ovn_port": "--ovn-port",
+    "ra_timeout": "--ra-timeout",
+    "trunk": "--trunk",
+    "rate_limit": "--rate-limit",
+    "burst": "--burst",
 }
 _RANGE_RE = re.compile(r"^(?P<first>[^-/@]+)-(?P<last>[^/@]+)(?P<rest>/.*)$")
 
@@ -72,6 +82,12 @@ class AttachRequest:
     hostname: str | None = None
     default_route: bool = True
     dns: bool = True
+    ovn_switch: str | None = None  # OVN: create the logical port on this logical switch
+    ovn_port: str | None = None  # OVN: bind this existing logical port
+    ra_timeout: float = DEFAULT_RA_TIMEOUT  # slaac/dhcp6: wait for the RA this long
+    trunk: tuple[int, ...] = ()  # VLANs of a trunk port; with vlan: its native VLAN
+    rate_limit: int | None = None  # Mbit/s, OVS ingress policing on the container's port
+    burst: int | None = None  # KB, with rate_limit
 
     def to_dict(self) -> dict[str, Any]:
         """Plain fields; ``build_attach_request(req.to_dict()) == req``."""
@@ -81,6 +97,9 @@ class AttachRequest:
             "host_ifname": self.host_ifname, "create_bridge": self.create_bridge,
             "replace": self.replace, "dhcp_timeout": self.dhcp_timeout,
             "hostname": self.hostname, "default_route": self.default_route, "dns": self.dns,
+            "ovn_switch": self.ovn_switch, "ovn_port": self.ovn_port,
+            "ra_timeout": self.ra_timeout, "trunk": ",".join(map(str, self.trunk)) or None,
+            "rate_limit": self.rate_limit, "burst": self.burst,
         }
 
     @classmethod
@@ -94,9 +113,17 @@ class AttachRequest:
             "bridge": self.bridge, "address": str(self.plan), "mac": self.mac,
             "vlan": self.vlan, "mtu": self.mtu, "host_ifname": self.host_ifname,
         }
+        # NOTE: new keys only when set, so attachments recorded before they existed keep
+        # their fingerprint (a repeat attach stays a no-op).
+        if self.trunk:
+            config["trunk"] = list(self.trunk)
+        if self.rate_limit is not None:
+            config.update(rate_limit=self.rate_limit, burst=self.burst)
         if self.plan.dynamic:
             config.update(hostname=self.hostname, default_route=self.default_route,
                           dns=self.dns)
+        if self.ovn_switch or self.ovn_port:
+            config.update(ovn_switch=self.ovn_switch, ovn_port=self.ovn_port)
         return config
 
     def fingerprint(self) -> str:
@@ -127,6 +154,18 @@ def build_attach_request(fields: Mapping[str, Any]) -> AttachRequest:
                        f"{IPV6_MIN_MTU}; give a larger --mtu or IPv4 addresses only",
                        field="mtu")
     host = _text(fields, "host_ifname")
+    rate_text, burst_text = _text(fields, "rate_limit"), _text(fields, "burst")
+    rate_limit = field("rate_limit", lambda: parse_rate(rate_text) if rate_text else None)
+    burst = field("burst", lambda: parse_burst(burst_text) if burst_text else None)
+    if burst is not None and rate_limit is None:
+        raise BadInput("--burst needs --rate-limit", hint="e.g. --rate-limit 100 --burst 1000",
+                       field="burst")
+    trunk = field("trunk", lambda: _trunk(fields))
+    if trunk and fields.get("vlan") in (None, "") and (plan.statics or plan.dynamic):
+        raise BadInput(f"a trunk port without a native VLAN carries no untagged traffic, "
+                       f"so '{plan}' cannot work on it",
+                       hint="give --vlan N (the native VLAN, untagged), or address 'none' "
+                            "and VLAN subinterfaces inside the guest", field="trunk")
     return AttachRequest(
         bridge=field("bridge", lambda: parse_ifname(_req_text(fields, "bridge"), "bridge name")),
         guest=field("guest", lambda: parse_guest(_req_text(fields, "guest"))),
@@ -142,9 +181,16 @@ def build_attach_request(fields: Mapping[str, Any]) -> AttachRequest:
         replace=field("replace", lambda: _bool(fields, "replace", False)),
         dhcp_timeout=field("dhcp_timeout",
                            lambda: _positive(fields, "dhcp_timeout", DEFAULT_DHCP_TIMEOUT)),
-        hostname=_text(fields, "hostname"),
+        hostname=field("hostname", lambda: _hostname(fields)),
         default_route=field("default_route", lambda: _bool(fields, "default_route", True)),
         dns=field("dns", lambda: _bool(fields, "dns", True)),
+        ovn_switch=field("ovn_switch", lambda: _ovn_name(fields, "ovn_switch")),
+        ovn_port=field("ovn_port", lambda: _ovn_name(fields, "ovn_port")),
+        ra_timeout=field("ra_timeout",
+                         lambda: _positive(fields, "ra_timeout", DEFAULT_RA_TIMEOUT)),
+        trunk=trunk,
+        rate_limit=rate_limit,
+        burst=burst,
     )
 
 
@@ -228,6 +274,13 @@ def parse_static(text: str) -> StaticAddress:
     return parse(text)
 
 
+def _hostname(fields: Mapping[str, Any]) -> str | None:
+    from ovsbridge.dnsname import parse_hostname
+
+    value = _text(fields, "hostname")
+    return parse_hostname(value) if value is not None else None
+
+
 def _text(fields: Mapping[str, Any], name: str) -> str | None:
     value = fields.get(name)
     if value is None:
@@ -286,6 +339,23 @@ def _positive(fields: Mapping[str, Any], name: str, default: float) -> float:
         raise BadInput(f"{FIELDS[name]} must be positive, not {value}",
                        hint=f"e.g. {FIELDS[name]} 30")
     return number
+
+
+def _ovn_name(fields: Mapping[str, Any], name: str) -> str | None:
+    value = _text(fields, name)
+    if value is None:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}", value):
+        raise BadInput(f'{FIELDS[name]} "{value}" is not a valid OVN name',
+                       hint="use letters, digits, '.', '_' and '-' (at most 63)")
+    return value
+def _trunk(fields: Mapping[str, Any]) -> tuple[int, ...]:
+    value = fields.get("trunk")
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    return parse_trunks(str(value))
 
 
 def _mac(value: str | None) -> str | None:

@@ -277,8 +277,16 @@ def test_ps_json_has_exactly_the_documented_keys(bridge, make_container, ovsbrid
         "state",
         "owner",
         "mtu",
+        # issue 11 (new keys only; the ones above are unchanged)
+        "address_details",
+        "vlan_mode",
+        "trunks",
+        "rate_limit",
+        "burst",
     }
     row = rows[0]
+    assert row["address_details"] == [{"address": "198.51.100.91/24", "origin": "static"}]
+    assert (row["vlan_mode"], row["trunks"], row["rate_limit"]) == ("access", [], None)
     assert (
         row["container_id"],
         row["container_name"],

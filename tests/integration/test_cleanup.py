@@ -1,5 +1,7 @@
 """ovsbridge cleanup on the real lab: real OVS (netdev), dockerd, netns, dnsmasq, ovs-docker.
 
+Ports of the real pipework (and ovs-docker with a held netns): test_foreign_ports.py.
+
 Every cleanup here is scoped with ``--bridge`` to the test's own bridge: other test runs on
 this machine keep their own ports, stale or not. The containers live on a private dockerd
 (DOCKER_HOST points the CLI, the in-process attach and ovs-docker at it), so no Docker
@@ -191,24 +193,6 @@ def test_ovs_docker_ports_are_cleaned(bridge, box_maker, ovsbridge):
     assert done["removed"][0]["owner"] == "ovs-docker"
     assert done["removed"][0]["container_id"] == box.id
     assert od_port not in ovs_ports(bridge)
-
-
-def test_pipework_tagged_ports_are_cleaned(bridge, box_maker, names, ovsbridge, request):
-    box = box_maker()
-    host, peer = names("pw"), names("pwp")
-    run(["ip", "link", "add", host, "type", "veth", "peer", "name", peer])
-    request.addfinalizer(lambda: run(["ip", "link", "del", host], check=False))
-    run(["ip", "link", "set", peer, "netns", str(box.pid)])
-    run(["ovs-vsctl", "add-port", bridge, host, "--", "set", "Interface", host,
-         f"external_ids:pipework.container_id={box.id}", "external_ids:pipework.ifname=eth1"])
-    assert cleanup_json(ovsbridge, bridge)["removed"] == []  # container and veth alive
-    run(["ip", "link", "del", host])
-    done = cleanup_json(ovsbridge, bridge)
-    assert ports(done["removed"]) == {host}
-    assert done["removed"][0]["owner"] == "pipework"
-    assert done["removed"][0]["container_id"] == box.id
-    assert done["removed"][0]["reason"] == "interface gone from the kernel"
-    assert host not in ovs_ports(bridge)
 
 
 def test_untagged_veth_port_is_cleaned_but_not_an_untagged_internal_port(

@@ -327,11 +327,23 @@ class Lab:
         dns: str | Sequence[str] | None = None,
         domain: str | None = None,
         vlan: int | None = None,
+        extra_args: Sequence[str] = (),
+        ipv6: str | None = None,
+        dhcp6_range: str | None = None,
+        dns6: str | None = None,
+        domain6: str | None = None,
     ) -> DhcpServer:
         """A LAN router netns on BRIDGE at SERVER_IP, serving POOL with dnsmasq.
 
         ROUTER, DNS and DOMAIN become DHCP options 3, 6 and 15; when None the option is not
-        sent (dnsmasq would otherwise offer itself as router).
+        sent (dnsmasq would otherwise offer itself as router). EXTRA_ARGS go to dnsmasq as
+        they are (e.g. ``--dhcp-option=121,...``, ``--dhcp-host=MAC,IP``).
+
+        IPv6 (all optional, off by default): IPV6 is the router's address on the LAN
+        (``2001:db8:1::1/64``); DHCP6_RANGE a dnsmasq range such as
+        ``2001:db8:1::100,2001:db8:1::1ff,64,2m`` (stateful DHCPv6) or ``2001:db8:1::,ra-only``
+        (SLAAC); either turns on router advertisements (``--enable-ra``). DNS6 and DOMAIN6
+        become DHCPv6 options 23 and 24 (and RA's RDNSS/DNSSL).
         """
         network = ipaddress.ip_network(subnet)
         if ipaddress.ip_address(server_ip) not in network:
@@ -369,6 +381,21 @@ class Lab:
         ]
         if domain:
             argv.append(f"--dhcp-option=15,{domain}")
+        if ipv6:
+            run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w",
+                 f"net.ipv6.conf.{ifname}.disable_ipv6=0"])
+            run(["ip", "-n", netns, "addr", "add", ipv6, "dev", ifname, "nodad"])
+            # NOTE: dnsmasq only advertises and serves DHCPv6 on a link whose link-local
+            # address is usable; wait for its DAD to end.
+            _wait_for(lambda: "tentative" not in run(
+                ["ip", "-n", netns, "-6", "addr", "show", "dev", ifname]).stdout, 5.0)
+        if dhcp6_range:
+            argv += [f"--dhcp-range={dhcp6_range}", "--enable-ra", f"--ra-param={ifname},10,600"]
+        if dns6:
+            argv.append(f"--dhcp-option=option6:dns-server,[{dns6}]")
+        if domain6:
+            argv.append(f"--dhcp-option=option6:domain-search,{domain6}")
+        argv.extend(extra_args)
         stderr_path = workdir / "stderr"
         with stderr_path.open("wb") as stderr:
             proc = self.spawn(netns, *argv, stderr=stderr)

@@ -98,7 +98,7 @@ class FakeDhcp:
             raise GuestGone("network namespace is gone")
         if isinstance(answer, Exception):
             raise answer
-        if isinstance(answer, Lease):
+        if hasattr(answer, "to_dict"):  # a Lease or a Lease6
             return replace(answer, obtained_at=self.clock.now())
         return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,27 @@ class FakeLease:
 
 
 @dataclass
+class FakeLease6:
+    address: str = "2001:db8:1::150/128"
+    dns: tuple[str, ...] = ("2001:db8:1::1",)
+    search: tuple[str, ...] = ("v6.lab.test",)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": 6, "address": self.address, "dns": list(self.dns), "valid": 120}
+
+
+@dataclass
+class FakeSlaac:
+    addresses: tuple[str, ...] = ("2001:db8:1::aa/64",)
+    router: str | None = "fe80::1"
+    dns: tuple[str, ...] = ("2001:db8:1::53",)
+    search: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"addresses": list(self.addresses), "router": self.router}
+
+
+@dataclass
 class World:
     bridges: dict[str, str] = field(default_factory=dict)  # name -> datapath
     ports: dict[str, OvsPort] = field(default_factory=dict)
@@ -33,6 +55,8 @@ class World:
     guest_links: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_routes: dict[int, RouteRef] = field(default_factory=dict)
     held: dict[tuple[str, str], Any] = field(default_factory=dict)
+    held6: dict[tuple[str, str], Any] = field(default_factory=dict)
+    resolv: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # source -> (dns, search)
 
 
 class FakeBackend:
@@ -93,8 +117,14 @@ class FakeBackend:
             if port.name in self.w.ports:
                 raise Conflict(f"port {port.name} exists")
         for port in ports:
-            self.w.ports[port.name] = OvsPort(bridge, port.name, 1, "", None, port.vlan,
-                                              dict(port.external_ids))
+            cols = dict(c.split("=", 1) for c in (*port.port_columns, *port.iface_columns))
+            self.w.ports[port.name] = OvsPort(
+                bridge, port.name, 1, "", None, port.vlan, dict(port.external_ids),
+                trunks=tuple(int(t) for t in cols.get("trunks", "").split(",") if t),
+                vlan_mode=cols.get("vlan_mode"),
+                policing_rate=int(cols["ingress_policing_rate"])
+                if "ingress_policing_rate" in cols else None,
+                qos=f"qos-{port.qos_max_rate}" if port.qos_max_rate else None)
 
     def session(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
@@ -215,7 +245,71 @@ class FakeBackend:
 
     def daemon_hold(self, guest: Guest, ifname: str, lease: Any, options: dict[str, Any]) -> None:
         self._maybe_fail("daemon_hold")
-        self.w.held[(guest.key, ifname)] = lease
+        if isinstance(lease, FakeLease6):
+            self.w.held6[(guest.key, ifname)] = lease
+        else:
+            self.w.held[(guest.key, ifname)] = lease
 
     def daemon_drop(self, guest_key: str, ifname: str, release: bool) -> None:
         self.w.held.pop((guest_key, ifname), None)
+        self.w.held6.pop((guest_key, ifname), None)
+
+    # IPv6, MTU, port columns
+    def ipv6_prepare(self, netns_path: str, ifname: str, autoconf: bool,
+                     default_route: bool = True) -> None:
+        self._maybe_fail("ipv6_prepare")
+        self.w.guest_links[ifname]["accept_ra"] = (True, autoconf)
+
+    def ra_wait(self, netns_path: str, ifname: str, timeout: float, need_address: bool,
+                need_route: bool = True) -> Any:
+        self._maybe_fail("ra_wait")
+        result = FakeSlaac() if need_address else FakeSlaac(addresses=())
+        self.w.guest_links[ifname]["addresses"].extend(result.addresses)
+        return result
+
+    def dhcp6_acquire(self, netns_path: str, ifname: str, *, mac: str, timeout: float) -> Any:
+        self._maybe_fail("dhcp6_acquire")
+        lease = FakeLease6()
+        self.w.guest_links[ifname]["addresses"].append(lease.address)
+        return lease
+
+    def dhcp6_unapply(self, netns_path: str, ifname: str, lease: Any) -> None:
+        link = self.w.guest_links.get(ifname)
+        if link and lease.address in link["addresses"]:
+            link["addresses"].remove(lease.address)
+
+    def dhcp6_release(self, netns_path: str, ifname: str, lease: Any) -> None:
+        pass
+
+    def resolv_conf_update(self, path: str, source: str, dns: Any, search: Any) -> None:
+        self._maybe_fail("resolv_conf_update")
+        if dns or search:
+            self.w.resolv[source] = (tuple(dns), tuple(search))
+        else:
+            self.w.resolv.pop(source, None)
+
+    def set_link_mtu(self, name: str, netns_path: str | None, mtu: int) -> None:
+        self._maybe_fail("set_link_mtu")
+        if netns_path is not None:
+            self.w.guest_links[name]["mtu"] = mtu
+
+    def set_port_ids(self, port: str, ids: dict[str, str]) -> None:
+        self._maybe_fail("set_port_ids")
+        old = self.w.ports[port]
+        self.w.ports[port] = dataclasses.replace(old, external_ids={**old.external_ids, **ids})
+
+    def set_port_columns(self, port: str, port_columns: tuple[str, ...],
+                         iface_columns: tuple[str, ...], ids: dict[str, str],
+                         qos_max_rate: int | None = None) -> None:
+        self._maybe_fail("set_port_columns")
+        old = self.w.ports[port]
+        cols = dict(c.split("=", 1) for c in (*port_columns, *iface_columns))
+        tag = cols.get("tag", "[]")
+        trunks = cols.get("trunks", "[]").strip("[]")
+        rate = int(cols.get("ingress_policing_rate", "0"))
+        self.w.ports[port] = dataclasses.replace(
+            old, external_ids={**old.external_ids, **ids},
+            vlan=None if tag == "[]" else int(tag),
+            trunks=tuple(int(t) for t in trunks.split(",") if t),
+            vlan_mode=None if cols.get("vlan_mode", "[]") == "[]" else cols["vlan_mode"],
+            policing_rate=rate or None, qos=f"qos-{qos_max_rate}" if qos_max_rate else None)

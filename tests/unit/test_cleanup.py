@@ -55,6 +55,16 @@ class FakeCleanupBackend:
     def lock_free(self, guest_key: str, ifname: str) -> bool:
         return True
 
+    def hold_lock(self, guest_key: str, ifname: str) -> bool:
+        return True
+
+    def release_locks(self) -> None:
+        pass
+
+    def link_alias(self, name: str) -> str | None:
+        link = self.links.get(name)
+        return None if link is None else link.alias
+
     def drop_lease(self, guest_key: str, ifname: str) -> bool:
         if self.drop_fails:
             raise RuntimeError("daemon says no")
@@ -219,14 +229,17 @@ def test_ovs_docker_and_pipework_ports() -> None:
     b.add("od_stop_l", ids={"container_id": "stopped1", "container_iface": "eth1"})
     b.containers["stopped1"] = cl.STOPPED
     b.add("od_live_l", ids={"container_id": "alive1", "container_iface": "eth1"})
-    b.add("pwgone", ids={"pipework.container_id": "dead2"}, link=None)
-    b.add("pwport", port_ids={"pipework.container_id": "dead3"})
-    b.add("pwlive", ids={"pipework.container_id": "alive1"})
+    b.add("pwgone", ids={"pipework.containerid": "dead2", "pipework.containername": "/web2"},
+          link=None)
+    b.add("pwport", port_ids={"pipework.containerid": "dead3"})
+    b.add("pwlive", ids={"pipework.containerid": "alive1"})
     result = run(b)
     assert removed(result) == {"od_gone_l", "od_stop_l", "pwgone", "pwport"}
     assert reason(result, "od_stop_l") == "container stopped"
     owners = {e.port: e.owner for e in (*result.removed, *result.kept)}
     assert owners["od_live_l"] == "ovs-docker" and owners["pwport"] == "pipework"
+    names = {e.port: e.container_name for e in (*result.removed, *result.kept)}
+    assert names["pwgone"] == "web2"  # docker's leading "/" is not part of the name
 
 
 def test_leases_of_removed_dhcp_ports_are_dropped_and_leftover_veths_deleted() -> None:
@@ -296,9 +309,14 @@ def test_ports_of_container_selects_by_id_name_or_short_id() -> None:
     b.add("od_l", ids={"container_id": "web1"}, link=None)
     b.add("od2_l", ids={"container_id": CID[:12]}, link=None)
     b.add("stray", link=None)
+    # pipework's real keys (what the watcher's "forget this container" must find)
+    b.add("veth1pl4242", ids={"pipework.containerid": CID, "pipework.containername": "/web1",
+                              "pipework.interface": "veth1pl4242", "pipework.nspid": "4242"},
+          link=None)
+    b.add("veth1pl4343", ids={"pipework.containerid": CID2}, link=None)
     result = run(b, select=cl.ports_of_container(CID, "web1"))
-    assert removed(result) == {"ovb1", "od_l", "od2_l"}
-    assert {f.port.port for f in b.facts} == {"ovb2", "stray"}
+    assert removed(result) == {"ovb1", "od_l", "od2_l", "veth1pl4242"}
+    assert {f.port.port for f in b.facts} == {"ovb2", "stray", "veth1pl4343"}
 
 
 def test_json_shape() -> None:

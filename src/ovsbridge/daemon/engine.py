@@ -105,16 +105,15 @@ def _cleanup(payload: dict[str, Any], backend: Any) -> dict[str, Any]:
 
 
 # ----- the daemon side ----------------------------------------------------------------------
-def _in_daemon_backends(daemon: Any, loop: Any, db: str | None) -> tuple[Any, Any]:
+def in_daemon_backends(daemon: Any, loop: Any, db: str | None) -> tuple[Any, Any]:
     """A Backend and a CleanupBackend whose lease calls go straight to DAEMON's keeper (on
     LOOP) instead of through the socket to ourselves."""
     import asyncio
     import dataclasses
 
-    from ovsbridge.ops.leases import GuestRef, HoldOptions
+    from ovsbridge.ops.leases import GuestRef, HoldOptions, lease_from_record
     from ovsbridge.system.backend import RealBackend
     from ovsbridge.system.cleanup_backend import RealCleanupBackend
-    from ovsbridge.system.dhcp import Lease
     from ovsbridge.system.ovs import Ovs
 
     def call(coro: Any, timeout: float = 30.0) -> Any:
@@ -125,7 +124,8 @@ def _in_daemon_backends(daemon: Any, loop: Any, db: str | None) -> tuple[Any, An
                         options: dict[str, Any]) -> None:
             lease_dict = lease.to_dict() if hasattr(lease, "to_dict") else dict(lease)
             call(daemon.keeper.hold(GuestRef.from_dict(dataclasses.asdict(guest)), ifname,
-                                    Lease.from_dict(lease_dict), HoldOptions.from_dict(options)))
+                                    lease_from_record(lease_dict),
+                                    HoldOptions.from_dict(options)))
 
         def daemon_drop(self, guest_key: str, ifname: str, release: bool) -> None:
             call(daemon.keeper.drop(guest_key, ifname, release=release))
@@ -134,7 +134,10 @@ def _in_daemon_backends(daemon: Any, loop: Any, db: str | None) -> tuple[Any, An
             out: dict[tuple[str, str], dict[str, Any]] = {}
             for item in daemon.keeper.status():
                 guest = item.get("guest") or {}
-                out[(str(guest.get("key", "")), str(item.get("ifname", "")))] = item
+                ifname = str(item.get("ifname", ""))
+                if item.get("family") == 6:
+                    ifname += "#6"  # DHCPv6 next to DHCPv4 (as RealBackend.daemon_leases)
+                out[(str(guest.get("key", "")), ifname)] = item
             return out
 
     class InDaemonCleanup(RealCleanupBackend):
@@ -166,7 +169,7 @@ def plugin(daemon: Any) -> None:
             if not isinstance(payload, dict):
                 raise BadInput("request field 'payload' must be an object")
             loop = asyncio.get_running_loop()
-            backend, cleanup_backend = _in_daemon_backends(daemon, loop, db)
+            backend, cleanup_backend = in_daemon_backends(daemon, loop, db)
 
             def emit_soon(progress: dict[str, Any]) -> None:
                 loop.call_soon_threadsafe(emit, progress)
@@ -189,7 +192,7 @@ async def _sweep_at_start(daemon: Any) -> None:
     from ovsbridge.ops.cleanup import cleanup
 
     loop = asyncio.get_running_loop()
-    _, cleanup_backend = _in_daemon_backends(daemon, loop, os.environ.get("OVSBRIDGE_DB"))
+    _, cleanup_backend = in_daemon_backends(daemon, loop, os.environ.get("OVSBRIDGE_DB"))
     try:
         result = await asyncio.to_thread(cleanup, cleanup_backend, None, incomplete_only=True)
     except OvsbridgeError as exc:

@@ -18,6 +18,7 @@ if building the new one fails, the old one is rebuilt from the request it record
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -34,11 +35,14 @@ from ovsbridge import naming
 from ovsbridge.errors import (
     BadInput,
     Conflict,
+    EnvironmentProblem,
     NotFound,
     OperationFailed,
     OvsbridgeError,
 )
 from ovsbridge.model import Guest, GuestSpec, StaticAddress
+from ovsbridge.ops import addressing, ipv6, ports
+from ovsbridge.ops import ovn as ovn_ops
 from ovsbridge.ops.backend import Backend, BridgeInfo, NewPort, OvsPort
 from ovsbridge.ops.undo import UndoStack
 from ovsbridge.request import AttachRequest, build_attach_request
@@ -64,9 +68,10 @@ class AttachResult:
     addresses: tuple[str, ...]
     lease: dict[str, Any] | None = None
     notes: tuple[str, ...] = field(default=())
+    extra: dict[str, Any] = field(default_factory=dict)  # lease6, slaac (ops/ipv6.py)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        return {**self.extra,
             "status": self.status, "bridge": self.bridge, "port": self.port,
             "container": self.guest, "container_id": self.container_id,
             "ifname": self.ifname, "mac": self.mac, "mtu": self.mtu, "vlan": self.vlan,
@@ -122,6 +127,7 @@ class _Work:
     host_name: str = ""
     status: str = "attached"
     port: NewPort | None = None
+    ovn: ovn_ops.OvnAttachment | None = None
     outcome: Any = None  # AttachResult | OvsbridgeError once finished
 
     @property
@@ -293,16 +299,24 @@ def _prepare(backend: Backend, work: _Work, bridge: BridgeInfo,
     leftover = False
     if alias is not None and not (old is not None and old.port == host_name):
         parsed = naming.parse_link_alias(alias)
+        # NOTE: a veth is created first and tagged right after (the kernel ignores an alias
+        # in the create request): one killed in between has no identity yet, but its name,
+        # derived from this guest and ifname, proves whose it is (we hold the lock).
+        if alias == "" and host_name == naming.host_ifname(guest.key, req.ifname):
+            parsed = (naming.ALIAS_BUILDING, guest.key, req.ifname)
         if parsed is None or parsed[1:] != (guest.key, req.ifname):
             raise Conflict(f"host interface {host_name} already exists and is not "
                            f"ovsbridge's for {_describe(guest)}",
                            hint="pick another --host-ifname")
         leftover = True  # our own veth from a killed attach (we hold its lock)
-    guest_link = backend.guest_link(guest.netns_path, req.ifname)
-    if guest_link is not None and not (old is not None and _same_netns(old, guest)) \
-            and not leftover:
-        raise Conflict(f"{_describe(guest)} already has an interface named {req.ifname}",
-                       hint="pick another --ifname")
+    if old is not None or stale or leftover:
+        # NOTE: only when something will be removed first: on a fresh attach, renaming the
+        # guest end refuses a taken name by itself (and the veth is rolled back).
+        guest_link = backend.guest_link(guest.netns_path, req.ifname)
+        if guest_link is not None and not (old is not None and _same_netns(old, guest)) \
+                and not leftover:
+            raise Conflict(f"{_describe(guest)} already has an interface named {req.ifname}",
+                           hint="pick another --ifname")
 
     for port in stale:
         _remove_attachment(backend, port, guest)
@@ -323,6 +337,8 @@ def _build(backend: Backend, work: _Work, bridge: BridgeInfo, guest: Guest) -> N
     req, undo = work.req, work.undo
     work.guest = guest
     work.mac = resolve_mac(req, guest)
+    work.ovn = ovn_ops.attach_prepare(backend, req, guest, work.mac, undo)
+    work.mac = work.ovn.mac if work.ovn else work.mac
     work.mtu = req.mtu or bridge.mtu
     host_name = work.host_name = req.host_ifname or naming.host_ifname(guest.key, req.ifname)
     peer = naming.peer_tmp_ifname(host_name)
@@ -341,7 +357,9 @@ def _build(backend: Backend, work: _Work, bridge: BridgeInfo, guest: Guest) -> N
         undo.step_done("offload")
     addresses = tuple(str(s) for s in req.plan.statics)
     work.port = NewPort(host_name, _external_ids(guest, req, work.mac, work.mtu,
-                                                 req.fingerprint(), addresses), req.vlan)
+                                                 req.fingerprint(), addresses), req.vlan,
+                        *ports.columns(req), ports.qos_max_rate(req))
+    work.port.external_ids.update(work.ovn.external_ids() if work.ovn else {})
 
 
 def _add_ports(backend: Backend, bridge: BridgeInfo, works: list[_Work],
@@ -359,8 +377,11 @@ def _add_ports(backend: Backend, bridge: BridgeInfo, works: list[_Work],
     try:
         backend.add_ports(bridge.name, [w.port for w in works if w.port], pin)
     except Exception as exc:
-        if len(works) == 1:
-            fail(works[0], exc)
+        if len(works) == 1 or isinstance(exc, EnvironmentProblem):
+            # NOTE: OVS unreachable (or vswitchd not applying) fails every port alike:
+            # trying them one by one would only wait out the timeout once per guest.
+            for work in works:
+                fail(work, exc)
             return
         for work in works:
             try:
@@ -389,6 +410,8 @@ def _configure(backend: Backend, work: _Work) -> AttachResult:
     """Addresses, routes, announcements or DHCP; then mark the attachment ready."""
     req, undo, guest = work.req, work.undo, work.guest
     assert guest is not None
+    if work.ovn:
+        ovn_ops.attach_bound(backend, work.ovn, work.host_name, undo)
     addresses = tuple(str(s) for s in req.plan.statics)
     lease_json: dict[str, Any] | None = None
     if req.plan.statics:
@@ -396,12 +419,20 @@ def _configure(backend: Backend, work: _Work) -> AttachResult:
     if "dhcp" in req.plan.dynamic:
         lease_json = _apply_dhcp(backend, undo, guest, req, work.mac)
         addresses = (str(lease_json["address"]), *addresses)
+        work.mtu = addressing.apply_lease_mtu(backend, undo, guest, req, work.host_name,
+                                              work.mtu, lease_json)
+    v6 = ipv6.configure(backend, undo, guest, req, work.mac) if ipv6.wanted(req.plan) else None
+    if v6 is not None:
+        addresses = (*addresses, *v6.addresses)
+    addressing.record_addresses(backend, work.host_name, req, addresses, lease_json, v6)
     backend.set_host_alias(work.host_name,
                            naming.link_alias(guest.key, req.ifname, naming.ALIAS_READY))
     undo.step_done("ready")
     undo.commit()
-    return _result(work.status, req.bridge, work.host_name, guest, req, work.mac, work.mtu,
-                   addresses, lease_json)
+    result = _result(work.status, req.bridge, work.host_name, guest, req, work.mac, work.mtu,
+                     addresses, lease_json)
+    return result if v6 is None else dataclasses.replace(result, notes=v6.notes,
+                                                         extra=v6.to_json())
 
 
 def _rebuild(backend: Backend, req: AttachRequest, guest: Guest) -> None:
@@ -583,7 +614,7 @@ def _remove_attachment(backend: Backend, port: OvsPort, guest: Guest | None) -> 
     key = ids.get(naming.K_CONTAINER_ID, "")
     ifname = ids.get(naming.K_IFNAME, "")
     notes = []
-    if ids.get(naming.K_MODE) == "dhcp":
+    if ids.get(naming.K_MODE) == "dhcp" or ipv6.holds_dhcp6(port):
         backend.daemon_drop(key, ifname, True)
     backend.del_ports([port.port])
     alias = backend.host_link_alias(port.port)
@@ -596,6 +627,8 @@ def _remove_attachment(backend: Backend, port: OvsPort, guest: Guest | None) -> 
             _delete_guest_end(backend, guest, ifname)
     elif guest is not None and _same_netns(port, guest):
         _delete_guest_end(backend, guest, ifname)
+    if ids.get(ovn_ops.K_OVN_PORT):
+        notes += [n for n in [ovn_ops.detach_release(backend, ids)] if n.startswith("kept")]
     return notes
 
 

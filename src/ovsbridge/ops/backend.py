@@ -28,6 +28,9 @@ class NewPort:
     name: str
     external_ids: dict[str, str]
     vlan: int | None = None
+    port_columns: tuple[str, ...] = ()  # e.g. trunks=10,20 vlan_mode=trunk (ops/ports.py)
+    iface_columns: tuple[str, ...] = ()  # e.g. ingress_policing_rate=10000
+    qos_max_rate: int | None = None  # bit/s: a linux-htb QoS shaping what goes to the guest
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,11 @@ class OvsPort:
     mac_in_use: str | None = None
     uuid: str = ""
     mtu: int | None = None
+    trunks: tuple[int, ...] = ()
+    vlan_mode: str | None = None
+    policing_rate: int | None = None  # kbit/s; None or 0: no policing
+    policing_burst: int | None = None  # kbit
+    qos: str | None = None  # uuid of the Port's QoS row
 
 
 @dataclass(frozen=True)
@@ -136,3 +144,29 @@ class Backend(Protocol):
     def daemon_hold(self, guest: Guest, ifname: str, lease: Any,
                     options: dict[str, Any]) -> None: ...
     def daemon_drop(self, guest_key: str, ifname: str, release: bool) -> None: ...
+
+    # OVN (ops/ovn.py OvnSide: this chassis and its central)
+    def ovn(self) -> Any: ...
+    # IPv6 from router advertisements and DHCPv6; MTU (ops/ipv6.py, ops/addressing.py)
+    def ipv6_prepare(self, netns_path: str, ifname: str, autoconf: bool,
+                     default_route: bool) -> None: ...
+    def ra_wait(self, netns_path: str, ifname: str, timeout: float, need_address: bool,
+                need_route: bool = True) -> Any:
+        """Wait for the RA's default route (and a SLAAC address): a slaac.SlaacResult."""
+        ...
+    def dhcp6_acquire(self, netns_path: str, ifname: str, *, mac: str, timeout: float) -> Any:
+        """A DHCPv6 lease, already configured on IFNAME and through DAD."""
+        ...
+    def dhcp6_unapply(self, netns_path: str, ifname: str, lease: Any) -> None: ...
+    def dhcp6_release(self, netns_path: str, ifname: str, lease: Any) -> None: ...
+    def resolv_conf_update(self, path: str, source: str, dns: Any, search: Any) -> None: ...
+    def set_link_mtu(self, name: str, netns_path: str | None, mtu: int) -> None: ...
+    def set_port_ids(self, port: str, ids: dict[str, str]) -> None:
+        """Set external_ids keys on PORT's Interface (one transaction)."""
+        ...
+    def set_port_columns(self, port: str, port_columns: tuple[str, ...],
+                         iface_columns: tuple[str, ...], ids: dict[str, str],
+                         qos_max_rate: int | None) -> None:
+        """Set Port and Interface columns, the port's QoS (created, changed or destroyed:
+        None) and Interface external_ids in ONE transaction."""
+        ...

@@ -3,7 +3,8 @@
 A port is judged by ``assess`` (shared with ``ovsbridge ps``): stale when its kernel interface
 is gone, when OVS reports an error or ofport -1 on it, or when the guest it records is gone,
 stopped or restarted into another netns. Only ports made by ovsbridge, pipework (``pipework.*``
-external_ids), ovs-docker (``container_id``) or untagged veth ports are candidates; uplinks,
+external_ids), ovs-docker (``container_id``) or untagged veth ports are candidates (see
+``identity`` for the keys each tool really writes); uplinks,
 internal, patch and tunnel ports, bonds, ports other tools tagged, and ports younger than
 ``MIN_AGE`` seconds are never removed. All removals are one OVSDB transaction (by port UUID,
 so a port re-created under the same name meanwhile is untouched), then the DHCP leases of the
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ovsbridge import naming
+from ovsbridge.ops import ipv6
 from ovsbridge.ops.backend import OvsPort
 
 MIN_AGE = 10.0  # seconds: a younger port of ours may be an attach in flight
@@ -77,6 +79,12 @@ class CleanupBackend(GuestProbe, Protocol):
     def delete_link(self, link: KernelLink) -> bool: ...
     def drop_lease(self, guest_key: str, ifname: str) -> bool: ...
     def lock_free(self, guest_key: str, ifname: str) -> bool: ...
+    def ovn(self) -> Any: ...  # ops/ovn.py OvnSide, only asked for OVN attachments
+    def hold_lock(self, guest_key: str, ifname: str) -> bool:
+        """Take GUEST_KEY/IFNAME's lock if nobody holds it, and keep it until release_locks."""
+        ...
+    def release_locks(self) -> None: ...
+    def link_alias(self, name: str) -> str | None: ...
 
 
 class BackendProbe:
@@ -150,11 +158,8 @@ def _guest_verdict(kind: str, state: str) -> Verdict:
 
 
 def _recorded_container(port: OvsPort, owner: str) -> str | None:
-    if owner == "ovs-docker":
-        return port.external_ids.get("container_id") or None
-    if owner == "pipework":
-        ids = {**port.port_external_ids, **port.external_ids}
-        return ids.get("pipework.container_id") or None
+    if owner in ("ovs-docker", "pipework"):
+        return identity(port, owner).container_id
     return None
 
 
@@ -174,6 +179,8 @@ def protection(facts: PortFacts, owner: str,
         return "bond (uplink)"
     if _uplink_marked(facts):
         return "uplink"
+    if owner == "ovn":
+        return "ovn-controller's port"
     if owner == "unknown":
         foreign = sorted({*port.external_ids, *port.port_external_ids})
         if foreign:
@@ -239,18 +246,42 @@ class CleanupResult:
                 "notes": list(self.notes)}
 
 
-def _identity(port: OvsPort, owner: str) -> tuple[str | None, str | None, str | None]:
+@dataclass(frozen=True)
+class Identity:
+    """Whose port this is, as its maker's tags record it (None: not recorded)."""
+
+    container_id: str | None = None
+    container_name: str | None = None
+    ifname: str | None = None  # inside the guest
+    pid: int | None = None  # pipework: the container's pid when it ran
+
+
+def identity(port: OvsPort, owner: str) -> Identity:
+    """Read a port's tags under the keys its maker really writes.
+
+    pipework records the full container id, docker's name with its leading "/", and the
+    pid, but not the interface name inside the container; ovs-docker records whatever its
+    user typed as the container (a name or an id) and the interface name.
+    """
     ids = port.external_ids
     if owner == "ovsbridge":
-        return (ids.get(naming.K_CONTAINER_ID), ids.get(naming.K_CONTAINER_NAME),
-                ids.get(naming.K_IFNAME))
+        return Identity(ids.get(naming.K_CONTAINER_ID), ids.get(naming.K_CONTAINER_NAME),
+                        ids.get(naming.K_IFNAME))
     if owner == "ovs-docker":
-        return ids.get("container_id"), None, ids.get("container_iface")
+        return Identity(ids.get(naming.OD_CONTAINER_ID) or None, None,
+                        ids.get(naming.OD_CONTAINER_IFACE) or None)
     if owner == "pipework":
         pw = {**port.port_external_ids, **ids}
-        return (pw.get("pipework.container_id"), pw.get("pipework.container_name"),
-                pw.get("pipework.ifname"))
-    return None, None, None
+        name = pw.get(naming.PW_CONTAINER_NAME, "").lstrip("/") or None
+        nspid = pw.get(naming.PW_NSPID, "")
+        return Identity(pw.get(naming.PW_CONTAINER_ID) or None, name, None,
+                        int(nspid) if nspid.isdigit() else None)
+    return Identity()
+
+
+def _identity(port: OvsPort, owner: str) -> tuple[str | None, str | None, str | None]:
+    found = identity(port, owner)
+    return found.container_id, found.container_name, found.ifname
 
 
 def cleanup(backend: CleanupBackend, bridge: str | None = None, *, dry_run: bool = False,
@@ -268,6 +299,15 @@ def cleanup(backend: CleanupBackend, bridge: str | None = None, *, dry_run: bool
 
         raise NotFound(f'bridge "{bridge}" does not exist',
                        hint="list bridges with 'ovs-vsctl list-br'")
+    try:
+        return _cleanup(backend, bridge, dry_run, min_age, now, select, incomplete_only)
+    finally:
+        backend.release_locks()
+
+
+def _cleanup(backend: CleanupBackend, bridge: str | None, dry_run: bool, min_age: float,
+             now: float | None, select: Callable[[PortFacts], bool] | None,
+             incomplete_only: bool) -> CleanupResult:
     facts = [f for f in backend.port_facts(bridge) if select is None or select(f)]
     links = backend.kernel_links()  # NOTE: after the OVS read; see the module docstring
     clock = time.time() if now is None else now
@@ -277,6 +317,8 @@ def cleanup(backend: CleanupBackend, bridge: str | None = None, *, dry_run: bool
         port = item.port
         owner = owner_of(port)
         verdict = assess(port, owner, links, backend)
+        if verdict.reason.startswith("incomplete"):
+            verdict = _confirm_incomplete(backend, port, links)
         shield = protection(item, owner, links)
         age = _age(port, clock)
         cid, name, ifname = _identity(port, owner)
@@ -303,7 +345,8 @@ def cleanup(backend: CleanupBackend, bridge: str | None = None, *, dry_run: bool
                                        verdict.reason)))
     orphans: list[KernelLink] = []
     if bridge is None and select is None:
-        orphans = orphan_links(links, {f.port.port for f in facts}, backend.lock_free)
+        orphans = [o for o in orphan_links(links, {f.port.port for f in facts},
+                                           backend.lock_free) if _still_orphan(backend, o)]
     if dry_run:
         return CleanupResult(True, tuple(e for _, e in doomed), tuple(kept),
                              links_deleted=tuple(o.name for o in orphans))
@@ -333,13 +376,24 @@ def _after_removal(backend: CleanupBackend, removed: Iterable[PortFacts],
     for item in removed:
         port = item.port
         ids = port.external_ids
-        if owner_of(port) == "ovsbridge" and ids.get(naming.K_MODE) == "dhcp":
+        if owner_of(port) == "ovsbridge" and (ids.get(naming.K_MODE) == "dhcp"
+                                              or ipv6.holds_dhcp6(port)):
             key, ifname = ids.get(naming.K_CONTAINER_ID, ""), ids.get(naming.K_IFNAME, "")
             try:
                 if backend.drop_lease(key, ifname):
                     leases.append(f"{key[:12]}/{ifname}")
             except Exception as exc:  # the port is gone; the lease is advisory
                 notes.append(f"lease of {key[:12]}/{ifname} not dropped: {exc}")
+        if owner_of(port) == "ovsbridge" and ids.get("ovsbridge.ovn_port"):
+            # NOTE: the logical port goes too, unless another chassis holds it by now.
+            from ovsbridge.ops.ovn import detach_release
+
+            try:
+                note = detach_release(backend, ids)
+            except Exception as exc:
+                note = f"kept logical port {ids['ovsbridge.ovn_port']}: {exc}"
+            if note.startswith("kept"):
+                notes.append(note)
         link = links.get(port.port)
         if link is not None and owner_of(port) == "ovsbridge" and not _link_proves(link, port):
             notes.append(f"host interface {link.name} left alone: it is not this port's")
@@ -351,6 +405,28 @@ def _after_removal(backend: CleanupBackend, removed: Iterable[PortFacts],
             except Exception as exc:  # reported; the OVS part is done
                 notes.append(f"host interface {link.name} not deleted: {exc}")
     return tuple(leases), tuple(deleted), tuple(notes)
+
+
+def _confirm_incomplete(backend: CleanupBackend, port: OvsPort,
+                        links: Mapping[str, KernelLink]) -> Verdict:
+    """An attachment judged incomplete: take its lock (kept until the removal is done) and
+    read its identity again, so an attach that finished meanwhile is never taken for dead."""
+    parsed = naming.parse_link_alias(links[port.port].alias)
+    assert parsed is not None
+    if not backend.hold_lock(parsed[1], parsed[2]):
+        return Verdict("ok", "attach in progress")
+    now = naming.parse_link_alias(backend.link_alias(port.port))
+    if now is None or now[0] != naming.ALIAS_BUILDING:
+        return Verdict("ok", "healthy (its attach has just finished)")
+    return Verdict("stale", "incomplete attachment (its attach was killed)")
+
+
+def _still_orphan(backend: CleanupBackend, link: KernelLink) -> bool:
+    """Hold the lock of an orphan veth's guest interface, then check it is still the same."""
+    parsed = naming.parse_link_alias(link.alias)
+    if parsed is None or not backend.hold_lock(parsed[1], parsed[2]):
+        return False
+    return backend.link_alias(link.name) == link.alias
 
 
 def _link_proves(link: KernelLink, port: OvsPort) -> bool:
@@ -365,12 +441,15 @@ def _link_proves(link: KernelLink, port: OvsPort) -> bool:
 
 def orphan_links(links: Mapping[str, KernelLink], port_names: Collection[str],
                  lock_free: Callable[[str, str], bool]) -> list[KernelLink]:
-    """Host veths ovsbridge made (by their identity) that no OVS port uses and that no
-    operation holds: the leftovers of an attach killed before its port was added."""
+    """Host veths ovsbridge made (by their identity) that are still ``building``, that no OVS
+    port uses and that no operation holds: the leftovers of an attach killed before its port
+    was added. NOTE: a ``ready`` veth with no port here may belong to another OVSDB (a
+    simulated host, ``--db``): it is never an orphan of ours."""
     out = []
     for link in links.values():
         parsed = naming.parse_link_alias(link.alias)
-        if parsed is None or link.name in port_names or link.kind != "veth":
+        if parsed is None or parsed[0] != naming.ALIAS_BUILDING or link.name in port_names \
+                or link.kind != "veth":
             continue
         if lock_free(parsed[1], parsed[2]):
             out.append(link)

@@ -32,9 +32,14 @@ from typing import Any
 
 from ovsbridge import __version__
 from ovsbridge.errors import BadInput, Conflict, EnvironmentProblem, OvsbridgeError
-from ovsbridge.ops.leases import GuestRef, HoldOptions, LeaseKeeper, LeaseStore
+from ovsbridge.ops.leases import (
+    GuestRef,
+    HoldOptions,
+    LeaseKeeper,
+    LeaseStore,
+    lease_from_record,
+)
 from ovsbridge.paths import DaemonPaths
-from ovsbridge.system.dhcp import Lease
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +58,12 @@ class DaemonAlreadyRunning(Conflict):
     """Another daemon holds the lock."""
 
 
-def ensure_private_dir(path: str) -> None:
-    """Create PATH (and parents) root-only; refuse one that others can write."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    st = os.stat(path)
-    if st.st_uid != os.geteuid():
-        raise EnvironmentProblem(
-            f"{path} belongs to uid {st.st_uid}, not to us",
-            hint="remove it or point OVSBRIDGE_RUN_DIR/OVSBRIDGE_STATE_DIR elsewhere",
-        )
-    os.chmod(path, 0o700)
+def ensure_private_dir(path: str, what: str = "directory") -> None:
+    """Create PATH root-only if it is missing; refuse an existing one that others can write
+    or that is not ours, and never change its mode (see system/files.py)."""
+    from ovsbridge.system.files import ensure_private_dir as ensure
+
+    ensure(path, what)
 
 
 def file_identity(path: str) -> tuple[int, int] | None:
@@ -176,8 +177,8 @@ class Daemon:
 
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT or a ``stop`` request."""
-        ensure_private_dir(self.paths.run_dir)
-        ensure_private_dir(self.paths.state_dir)
+        ensure_private_dir(self.paths.run_dir, "run directory")
+        ensure_private_dir(self.paths.state_dir, "state directory")
         self._lock.acquire()
         try:
             self.keeper.store.ensure()
@@ -363,7 +364,7 @@ class Daemon:
     async def _op_hold(self, request: dict[str, Any]) -> Any:
         guest = GuestRef.from_dict(_field(request, "guest", dict))
         ifname = _field(request, "ifname", str)
-        lease = Lease.from_dict(_field(request, "lease", dict))
+        lease = lease_from_record(_field(request, "lease", dict))
         options = HoldOptions.from_dict(request.get("options") or {})
         entry = await self.keeper.hold(guest, ifname, lease, options)
         return entry.status()

@@ -32,6 +32,9 @@ from typing import Any, Protocol
 
 from ovsbridge.errors import BadInput, OvsbridgeError
 from ovsbridge.system.dhcp import GuestGone, Lease, LeaseRefused
+from ovsbridge.system.dhcp6 import Lease6, is_lease6
+
+AnyLease = Lease | Lease6
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,9 @@ ACQUIRE_TIMEOUT = 30.0
 INIT_BACKOFF = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 NETNS_POLL = 1.0  # seconds between inode checks of a named netns
 MAX_CONCURRENT_EXCHANGES = 16
+TASK_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)  # restarts of a lease task that failed
+SAVE_RETRY = 10.0  # seconds between tries to save a lease state that could not be saved
+MAX_STATE_FILE = 1 << 20  # a lease record is a few hundred bytes; more is not ours
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,15 +69,33 @@ class GuestRef:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GuestRef:
         try:
+            if not isinstance(data, dict):
+                raise TypeError(f"a guest record is a JSON object, not {type(data).__name__}")
+            kind = _str(data, "kind")
+            if kind not in ("docker", "netns", "pid"):
+                raise ValueError(f"'kind' {kind!r} is not docker, netns or pid")
             pid = data.get("pid")
+            if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int)
+                                    or not 0 <= pid <= _PID_MAX):
+                raise ValueError("'pid' is not a process id")
+            inode = data["netns_inode"]
+            if isinstance(inode, bool) or not isinstance(inode, int) or not 0 < inode < 2**64:
+                raise ValueError("'netns_inode' is not an inode number")
+            netns_path = _str(data, "netns_path")
+            if not netns_path.startswith("/") or "\0" in netns_path:
+                raise ValueError("'netns_path' is not an absolute path")
+            name = data.get("name") or data["key"]
+            resolv_conf = data.get("resolv_conf") or None
+            if resolv_conf is not None and not isinstance(resolv_conf, str):
+                raise TypeError("'resolv_conf' is not a string")
             return cls(
-                kind=str(data["kind"]),
-                key=str(data["key"]),
-                name=str(data.get("name") or data["key"]),
-                pid=int(pid) if pid else None,
-                netns_path=str(data["netns_path"]),
-                netns_inode=int(data["netns_inode"]),
-                resolv_conf=data.get("resolv_conf") or None,
+                kind=kind,
+                key=_str(data, "key"),
+                name=name if isinstance(name, str) else str(data["key"]),
+                pid=pid or None,
+                netns_path=netns_path,
+                netns_inode=inode,
+                resolv_conf=resolv_conf,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BadInput(f"malformed guest record: {exc}") from exc
@@ -97,7 +121,12 @@ class HoldOptions:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> HoldOptions:
+        if data is not None and not isinstance(data, dict):
+            raise BadInput(f"malformed hold options: a JSON object, not {type(data).__name__}")
         data = dict(data or {})
+        resolv_conf = data.get("resolv_conf")
+        if resolv_conf is not None and not isinstance(resolv_conf, str):
+            raise BadInput("malformed hold options: 'resolv_conf' is not a string")
         return cls(
             default_route=bool(data.pop("default_route", True)),
             dns=bool(data.pop("dns", True)),
@@ -114,8 +143,29 @@ class HoldOptions:
         }
 
 
-def entry_key(guest_key: str, ifname: str) -> str:
-    return f"{guest_key}/{ifname}"
+_PID_MAX = 1 << 22  # the kernel's largest pid_max
+
+
+def _str(data: dict[str, Any], key: str) -> str:
+    value = data[key]
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{key!r} is not a non-empty string")
+    return value
+
+
+def entry_key(guest_key: str, ifname: str, family: int = 4) -> str:
+    # NOTE: a DHCPv4 and a DHCPv6 lease may live on the same interface; v4 keeps the old
+    # key, so state files written before DHCPv6 existed still resume under it.
+    return f"{guest_key}/{ifname}" if family == 4 else f"{guest_key}/{ifname}#{family}"
+
+
+def family_of(lease: AnyLease) -> int:
+    return 6 if isinstance(lease, Lease6) else 4
+
+
+def lease_from_record(data: dict[str, Any]) -> AnyLease:
+    """A persisted or received lease of either family (DHCPv6 ones carry ``family: 6``)."""
+    return Lease6.from_dict(data) if is_lease6(data) else Lease.from_dict(data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,10 +219,16 @@ class SystemDhcp:
         self.renew_try = renew_try
 
     async def acquire(
-        self, guest: GuestRef, ifname: str, like: Lease, requested: Any | None = None
-    ) -> Lease:
-        from ovsbridge.system import dhcp
+        self, guest: GuestRef, ifname: str, like: Any, requested: Any | None = None
+    ) -> Any:
+        from ovsbridge.system import dhcp, dhcp6
 
+        if isinstance(like, Lease6):
+            return await dhcp6.acquire_async(
+                guest.netns_path, ifname, mac=like.mac, iaid=like.iaid,
+                timeout=self.acquire_timeout, requested=requested,
+                netns_inode=guest.netns_inode,
+            )
         return await dhcp.acquire_async(
             guest.netns_path,
             ifname,
@@ -185,10 +241,15 @@ class SystemDhcp:
         )
 
     async def renew(
-        self, guest: GuestRef, ifname: str, lease: Lease, *, rebind: bool
-    ) -> Lease | None:
-        from ovsbridge.system import dhcp
+        self, guest: GuestRef, ifname: str, lease: Any, *, rebind: bool
+    ) -> Any:
+        from ovsbridge.system import dhcp, dhcp6
 
+        if isinstance(lease, Lease6):
+            return await dhcp6.renew_async(
+                guest.netns_path, ifname, lease, rebind=rebind, timeout=self.renew_try,
+                netns_inode=guest.netns_inode,
+            )
         return await dhcp.renew_async(
             guest.netns_path,
             ifname,
@@ -198,9 +259,13 @@ class SystemDhcp:
             netns_inode=guest.netns_inode,
         )
 
-    async def reboot(self, guest: GuestRef, ifname: str, lease: Lease) -> Lease | None:
-        from ovsbridge.system import dhcp
+    async def reboot(self, guest: GuestRef, ifname: str, lease: Any) -> Any:
+        from ovsbridge.system import dhcp, dhcp6
 
+        if isinstance(lease, Lease6):
+            return await dhcp6.reboot_async(
+                guest.netns_path, ifname, lease, netns_inode=guest.netns_inode
+            )
         return await dhcp.reboot_async(
             guest.netns_path, ifname, lease, netns_inode=guest.netns_inode
         )
@@ -209,13 +274,20 @@ class SystemDhcp:
         self,
         guest: GuestRef,
         ifname: str,
-        lease: Lease,
+        lease: Any,
         *,
         default_route: bool,
-        previous: Lease | None,
+        previous: Any | None,
     ) -> None:
-        from ovsbridge.system import dhcp
+        from ovsbridge.system import dhcp, dhcp6
 
+        if isinstance(lease, Lease6):
+            await dhcp6.apply_lease_async(
+                guest.netns_path, ifname, lease,
+                previous=previous if isinstance(previous, Lease6) else None,
+                netns_inode=guest.netns_inode,
+            )
+            return
         await dhcp.apply_lease_async(
             guest.netns_path,
             ifname,
@@ -225,21 +297,34 @@ class SystemDhcp:
             netns_inode=guest.netns_inode,
         )
 
-    async def unapply(self, guest: GuestRef, ifname: str, lease: Lease) -> None:
-        from ovsbridge.system import dhcp
+    async def unapply(self, guest: GuestRef, ifname: str, lease: Any) -> None:
+        from ovsbridge.system import dhcp, dhcp6
 
+        if isinstance(lease, Lease6):
+            await dhcp6.unapply_lease_async(
+                guest.netns_path, ifname, lease, netns_inode=guest.netns_inode
+            )
+            return
         await dhcp.unapply_lease_async(
             guest.netns_path, ifname, lease, netns_inode=guest.netns_inode
         )
 
-    async def release(self, guest: GuestRef, ifname: str, lease: Lease) -> None:
-        from ovsbridge.system import dhcp
+    async def release(self, guest: GuestRef, ifname: str, lease: Any) -> None:
+        from ovsbridge.system import dhcp, dhcp6
 
+        if isinstance(lease, Lease6):
+            await dhcp6.release_async(
+                guest.netns_path, ifname, lease, netns_inode=guest.netns_inode
+            )
+            return
         await dhcp.release_async(guest.netns_path, ifname, lease, netns_inode=guest.netns_inode)
 
-    def write_resolv_conf(self, path: str, lease: Lease) -> None:
-        from ovsbridge.system import dhcp
+    def write_resolv_conf(self, path: str, lease: Any) -> None:
+        from ovsbridge.system import dhcp, dhcp6
 
+        if isinstance(lease, Lease6):
+            dhcp6.write_resolv_conf(path, lease)
+            return
         dhcp.write_resolv_conf(path, lease)
 
 
@@ -267,14 +352,19 @@ class RealClock:
 
 
 class LeaseStore:
-    """One JSON file per entry under DIRECTORY (0700; files 0600, written atomically)."""
+    """One JSON file per entry under DIRECTORY (0700; files 0600, written atomically).
+
+    A file that cannot be read as a lease record is moved aside (``NAME.bad``, kept for a
+    post-mortem) with one log line, and never stops the daemon.
+    """
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
 
     def ensure(self) -> None:
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        os.chmod(self.directory, 0o700)
+        from ovsbridge.system.files import ensure_private_dir
+
+        ensure_private_dir(self.directory, "lease state directory")
 
     def path_for(self, key: str) -> str:
         digest = hashlib.sha256(key.encode()).hexdigest()[:24]
@@ -297,10 +387,28 @@ class LeaseStore:
             raise
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        """Remove KEY's file; a failure (read-only state dir) is logged, never raised."""
+        try:
             os.unlink(self.path_for(key))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.error("cannot remove lease state %s: %s", self.path_for(key),
+                      exc.strerror or exc)
 
-    def load_all(self) -> list[dict[str, Any]]:
+    def move_aside(self, path: str, why: str) -> None:
+        """Rename PATH to PATH.bad (one log line), so the next start does not trip on it."""
+        why = why if why.isprintable() else repr(why)
+        try:
+            os.replace(path, path + ".bad")
+        except OSError as exc:
+            log.error("malformed lease state %s (%s); cannot move it aside: %s",
+                      path, why[:300], exc.strerror or exc)
+            return
+        log.error("malformed lease state %s moved aside to %s.bad: %s", path, path, why[:300])
+
+    def load_entries(self) -> list[tuple[str, dict[str, Any]]]:
+        """(path, record) of every state file that holds a JSON object; the rest moved aside."""
         try:
             names = sorted(os.listdir(self.directory))
         except FileNotFoundError:
@@ -314,12 +422,33 @@ class LeaseStore:
                 continue
             if not name.endswith(".json"):
                 continue
-            try:
-                with open(path) as fh:
-                    records.append(json.load(fh))
-            except (OSError, ValueError) as exc:
-                log.error("ignoring unreadable lease state %s: %s", path, exc)
+            record = self._read(path)
+            if record is not None:
+                records.append((path, record))
         return records
+
+    def load_all(self) -> list[dict[str, Any]]:
+        return [record for _, record in self.load_entries()]
+
+    def _read(self, path: str) -> dict[str, Any] | None:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_STATE_FILE + 1)
+        except OSError as exc:
+            log.error("cannot read lease state %s: %s", path, exc.strerror or exc)
+            return None
+        if len(data) > MAX_STATE_FILE:
+            self.move_aside(path, f"larger than {MAX_STATE_FILE} bytes")
+            return None
+        try:
+            record = json.loads(data)
+        except (ValueError, RecursionError) as exc:  # garbage, bad UTF-8, deep nesting
+            self.move_aside(path, f"not JSON: {type(exc).__name__}: {str(exc)[:200]}")
+            return None
+        if not isinstance(record, dict):
+            self.move_aside(path, f"a JSON {type(record).__name__}, not an object")
+            return None
+        return record
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,7 +525,7 @@ class GuestWatch:
 class Entry:
     guest: GuestRef
     ifname: str
-    lease: Lease
+    lease: Any  # Lease or Lease6 (AnyLease)
     options: HoldOptions
     state: str = "bound"  # bound | renewing | rebinding | rebooting | init
     renewals: int = 0
@@ -406,10 +535,29 @@ class Entry:
     watch: GuestWatch | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     resume: bool = False
+    crash_error: str | None = None  # the task failed and waits to be restarted
+    save_error: str | None = None  # the state could not be saved (read-only state dir...)
+    restarts: int = 0
+    kicked: bool = False  # kick() asked for now: ends a wait early, like a set ``wake``
+
+    @property
+    def family(self) -> int:
+        return family_of(self.lease)
 
     @property
     def key(self) -> str:
-        return entry_key(self.guest.key, self.ifname)
+        return entry_key(self.guest.key, self.ifname, self.family)
+
+    @property
+    def fault(self) -> str | None:
+        """What is wrong with keeping this lease, beyond the DHCP server's answers."""
+        return self.crash_error or self.save_error
+
+    @property
+    def shown_state(self) -> str:
+        # NOTE: never "bound" while the task that keeps the lease is down or its state is not
+        # saved: the DHCP state is in "dhcp_state", the reason in "error".
+        return "error" if self.fault else self.state
 
     def record(self) -> dict[str, Any]:
         return {
@@ -432,7 +580,11 @@ class Entry:
                 "pid": self.guest.pid,
             },
             "ifname": self.ifname,
-            "state": self.state,
+            "family": self.family,
+            "state": self.shown_state,
+            "dhcp_state": self.state,
+            "error": self.fault,
+            "restarts": self.restarts,
             "address": lease.address.with_prefixlen if bound else None,
             "router": str(lease.router) if lease.router and bound else None,
             "server_id": str(lease.server_id),
@@ -470,68 +622,84 @@ class LeaseKeeper:
 
     # -- public -------------------------------------------------------------------------------
 
-    async def hold(self, guest: GuestRef, ifname: str, lease: Lease, options: HoldOptions) -> Entry:
+    async def hold(self, guest: GuestRef, ifname: str, lease: AnyLease,
+                   options: HoldOptions) -> Entry:
         """Start keeping LEASE (already configured by attach) on GUEST's IFNAME."""
         if lease.expired(self.clock.now()):
             raise BadInput(f"lease for {lease.address} on {ifname} has already expired")
         if self.watch and not guest_alive(guest):
             raise GuestGone(f"guest {guest.name} is gone (its netns is not {guest.netns_inode})")
-        key = entry_key(guest.key, ifname)
+        key = entry_key(guest.key, ifname, family_of(lease))
         old = self.entries.pop(key, None)
         if old is not None:
             await self._stop(old)
         entry = Entry(guest=guest, ifname=ifname, lease=lease, options=options)
-        self.store.save(key, entry.record())
+        self.entries[key] = entry
+        self._persist(entry)
         self._start(entry)
         log.info("holding %s on %s of %s", lease.address, ifname, guest.name)
         return entry
 
-    async def drop(self, guest_key: str, ifname: str, *, release: bool = True) -> Lease | None:
-        """Stop keeping the lease; with RELEASE send DHCPRELEASE. The lease, or None."""
-        key = entry_key(guest_key, ifname)
-        entry = self.entries.pop(key, None)
-        self.store.delete(key)
-        if entry is None:
-            return None
-        await self._stop(entry)
-        if release and entry.state != "init":
-            # best effort; the netns is entered only if its inode is still the guest's
-            await self.dhcp.release(entry.guest, ifname, entry.lease)
-        log.info("dropped %s on %s of %s", entry.lease.address, ifname, entry.guest.name)
-        return entry.lease
+    async def drop(self, guest_key: str, ifname: str, *, release: bool = True) -> Any:
+        """Stop keeping the leases (DHCPv4 and DHCPv6) of IFNAME; with RELEASE send
+        DHCPRELEASE / RELEASE. The DHCPv4 lease (else the DHCPv6 one), or None."""
+        dropped = []
+        for family in (4, 6):
+            key = entry_key(guest_key, ifname, family)
+            entry = self.entries.pop(key, None)
+            self.store.delete(key)
+            if entry is None:
+                continue
+            await self._stop(entry)
+            if release and entry.state != "init":
+                # best effort; the netns is entered only if its inode is still the guest's
+                await self.dhcp.release(entry.guest, ifname, entry.lease)
+            log.info("dropped %s on %s of %s", entry.lease.address, ifname, entry.guest.name)
+            dropped.append(entry.lease)
+        return dropped[0] if dropped else None
 
     def kick(self, guest_key: str, ifname: str) -> bool:
         """Renew now (like dhclient's SIGUSR1): the entry's T1 is treated as passed."""
-        entry = self.entries.get(entry_key(guest_key, ifname))
-        if entry is None:
-            return False
-        entry.state = "renewing" if entry.state == "bound" else entry.state
-        entry.wake.set()
-        return True
+        kicked = False
+        for family in (4, 6):
+            entry = self.entries.get(entry_key(guest_key, ifname, family))
+            if entry is None:
+                continue
+            entry.state = "renewing" if entry.state == "bound" else entry.state
+            entry.kicked = True
+            entry.wake.set()
+            kicked = True
+        return kicked
 
     def status(self) -> list[dict[str, Any]]:
         return [self.entries[k].status() for k in sorted(self.entries)]
 
     async def resume(self) -> int:
-        """Load persisted entries; each starts with an INIT-REBOOT. Returns how many."""
+        """Load persisted entries; each starts with an INIT-REBOOT. Returns how many.
+
+        A file that is not a lease record (wrong types, garbage, deep nesting) is moved aside
+        with one log line; it never stops the daemon.
+        """
         count = 0
-        for record in self.store.load_all():
+        for path, record in self.store.load_entries():
             try:
-                guest = GuestRef.from_dict(record["guest"])
-                ifname = str(record["ifname"])
-                lease = Lease.from_dict(record["lease"])
-                options = HoldOptions.from_dict(record.get("options"))
-            except (KeyError, TypeError, OvsbridgeError) as exc:
-                log.error("ignoring malformed lease state: %s", exc)
+                entry = _entry_from_record(record)
+            except Exception as exc:  # any shape of bad data: BadInput, TypeError, ...
+                why = exc.message if isinstance(exc, OvsbridgeError) else f"{exc!r}"
+                self.store.move_aside(path, why)
                 continue
-            key = entry_key(guest.key, ifname)
-            if self.watch and not guest_alive(guest):
-                log.info("guest %s is gone; forgetting %s on %s", guest.name, lease.address, ifname)
-                self.store.delete(key)
+            if entry.key in self.entries:
+                self.store.move_aside(path, f"a second record of {entry.key}")
                 continue
-            entry = Entry(guest=guest, ifname=ifname, lease=lease, options=options, resume=True)
-            entry.state = "init" if record.get("state") == "init" else "rebooting"
-            self.entries[key] = entry
+            if self.watch and not guest_alive(entry.guest):
+                log.info("guest %s is gone; forgetting %s on %s",
+                         entry.guest.name, entry.lease.address, entry.ifname)
+                self.store.delete(entry.key)
+                continue
+            if os.path.abspath(path) != os.path.abspath(self.store.path_for(entry.key)):
+                self.store.move_aside(path, f"holds {entry.key}, whose file has another name")
+                continue
+            self.entries[entry.key] = entry
             self._start(entry)
             count += 1
         return count
@@ -584,13 +752,41 @@ class LeaseKeeper:
         if self.on_change is not None:
             self.on_change(entry, event)
 
-    def _persist(self, entry: Entry) -> None:
-        if self.entries.get(entry.key) is entry:
+    def _persist(self, entry: Entry) -> bool:
+        """Save the entry's state; a failure is kept in the entry (and logged once), never
+        raised: keeping the lease alive matters more than the file. True when saved."""
+        if self.entries.get(entry.key) is not entry:
+            return True
+        try:
             self.store.save(entry.key, entry.record())
+        except (OSError, OvsbridgeError) as exc:
+            # NOTE: without the file name: it is a fresh temporary one on every try, and the
+            # same fault must give the same message (logged once, not once per retry)
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else _describe(exc)
+            message = f"cannot save the lease state in {self.store.directory}: {why}"
+            if message != entry.save_error:
+                log.error("%s: %s; retrying every %gs", entry.key, message, SAVE_RETRY)
+            entry.save_error = message
+            return False
+        if entry.save_error:
+            log.info("%s: lease state saved again", entry.key)
+            entry.save_error = None
+        return True
 
     async def _sleep_until(self, entry: Entry, when: float) -> None:
+        # reaching a wait means the step before it went through: a restarted task is well
+        entry.crash_error = None
+        while entry.save_error and not entry.kicked and self.clock.now() < when:
+            entry.next_at = min(when, self.clock.now() + SAVE_RETRY)
+            await self.clock.sleep(entry.next_at - self.clock.now(), entry.wake)
+            self._persist(entry)
+        if entry.kicked:
+            entry.kicked = False
+            entry.wake.clear()
+            return
         entry.next_at = when
         await self.clock.sleep(max(0.0, when - self.clock.now()), entry.wake)
+        entry.kicked = False
 
     @property
     def exchanges(self) -> asyncio.Semaphore:
@@ -599,16 +795,32 @@ class LeaseKeeper:
         return self._exchanges
 
     async def _keep(self, entry: Entry) -> None:
-        try:
-            await self._run(entry)
-        except asyncio.CancelledError:
-            raise
-        except GuestGone as exc:
-            log.info("%s: %s; dropping the entry", entry.key, exc.message)
-            self._forget(entry)
-        except Exception:  # a bug must not take the daemon down
-            log.exception("lease task %s crashed", entry.key)
-            entry.last_error = "internal error (see the daemon log)"
+        """Run the entry's state machine; a failure restarts it with backoff (the lease is
+        kept: its state and timers are in the entry), shown in status and the log."""
+        failures = 0
+        while self.entries.get(entry.key) is entry:
+            started = self.clock.now()
+            try:
+                await self._run(entry)
+                return
+            except asyncio.CancelledError:
+                raise
+            except GuestGone as exc:
+                log.info("%s: %s; dropping the entry", entry.key, exc.message)
+                self._forget(entry)
+                return
+            except Exception as exc:  # a bug or a fault must not take the daemon down
+                entry.crash_error = f"lease task failed: {_describe(exc)}"
+                entry.restarts += 1
+                log.exception("%s: %s; restarting it", entry.key, entry.crash_error)
+            if self.clock.now() - started > 300:
+                failures = 0
+            delay = TASK_BACKOFF[min(failures, len(TASK_BACKOFF) - 1)]
+            failures += 1
+            entry.next_at = self.clock.now() + delay
+            await self.clock.sleep(delay, entry.wake)
+            if entry.state != "init" and entry.lease.expired(self.clock.now()):
+                entry.state = "rebinding"  # the run's expiry step removes it
 
     def _forget(self, entry: Entry) -> None:
         if self.entries.get(entry.key) is entry:
@@ -766,6 +978,42 @@ class LeaseKeeper:
         )
         self._persist(entry)
         self._notify(entry, "resumed")
+
+
+def _entry_from_record(record: dict[str, Any]) -> Entry:
+    """An Entry from a state file's record; raises on anything that is not one."""
+    from ovsbridge.model import parse_ifname
+
+    version = record.get("version", 1)
+    if version != 1:
+        raise BadInput(f"unknown lease state version {version!r}")
+    state = record.get("state", "bound")
+    if state not in ("bound", "init"):
+        raise BadInput(f"unknown lease state {state!r}")
+    ifname = record["ifname"]
+    if not isinstance(ifname, str):
+        raise BadInput("'ifname' is not a string")
+    entry = Entry(
+        guest=GuestRef.from_dict(record["guest"]),
+        ifname=parse_ifname(ifname, "ifname"),
+        lease=lease_from_record(record["lease"]),
+        options=HoldOptions.from_dict(record.get("options")),
+        resume=True,
+    )
+    entry.state = "init" if state == "init" else "rebooting"
+    return entry
+
+
+def _describe(exc: BaseException) -> str:
+    """One printable line for EXC (an errno's text, our message, or the exception's type)."""
+    if isinstance(exc, OvsbridgeError):
+        text = exc.message
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.splitlines())[:300]
+    return text if text.isprintable() else repr(text)
 
 
 def _clock(when: float) -> str:

@@ -45,10 +45,19 @@ L_IFNAME = "ovsbridge.ifname"
 L_VLAN = "ovsbridge.vlan"
 L_MAC = "ovsbridge.mac"
 L_MTU = "ovsbridge.mtu"
-LABELS = (L_BRIDGE, L_ADDRESS, L_IFNAME, L_VLAN, L_MAC, L_MTU)
+L_OVN_SWITCH = "ovsbridge.ovn-switch"
+L_OVN_PORT = "ovsbridge.ovn-port"
+L_TRUNK = "ovsbridge.trunk"
+L_RATE_LIMIT = "ovsbridge.rate_limit"
+L_BURST = "ovsbridge.burst"
+L_RA_TIMEOUT = "ovsbridge.ra_timeout"
+LABELS = (L_BRIDGE, L_ADDRESS, L_IFNAME, L_VLAN, L_MAC, L_MTU, L_OVN_SWITCH, L_OVN_PORT, L_TRUNK,
+          L_RATE_LIMIT, L_BURST, L_RA_TIMEOUT)
 # label -> field of the one request builder (request.build_attach_request)
 LABEL_FIELDS = {L_BRIDGE: "bridge", L_ADDRESS: "address", L_IFNAME: "ifname", L_VLAN: "vlan",
-                L_MAC: "mac", L_MTU: "mtu"}
+                L_MAC: "mac", L_MTU: "mtu", L_OVN_SWITCH: "ovn_switch", L_OVN_PORT: "ovn_port",
+                L_TRUNK: "trunk", L_RATE_LIMIT: "rate_limit", L_BURST: "burst",
+                L_RA_TIMEOUT: "ra_timeout"}
 
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 STABLE_SESSION = 30.0  # a connection that lasted this long resets the backoff
@@ -366,10 +375,12 @@ class SystemActions:
         return Ovs(db=self.db)
 
     def attach(self, request: AttachRequest) -> Any:
+        from ovsbridge.daemon.engine import in_daemon_backends
         from ovsbridge.ops.attach import attach
-        from ovsbridge.system.backend import RealBackend
 
-        return attach(RealBackend(self._ovs()), request)
+        assert self.loop is not None
+        backend, _ = in_daemon_backends(self.daemon, self.loop, self.db)
+        return attach(backend, request)
 
     def _cleanup_backend(self) -> Any:
         from ovsbridge.system.cleanup_backend import RealCleanupBackend

@@ -1,8 +1,8 @@
 """The real CleanupBackend: bulk reads of OVS, the kernel and Docker, and the one removal.
 
-Reads are bulk on purpose (cleanup must stay fast with a thousand ports): one ovs-vsctl call
-for every bridge, port and interface; one netlink dump for every root-netns link with its
-kind; each recorded container inspected once per run. Removal is one ovs-vsctl transaction
+Reads are bulk on purpose (cleanup must stay fast with a thousand ports): one OVSDB round
+trip for every bridge, port and interface; one netlink dump for every root-netns link with its
+kind; each recorded container inspected once per run. Removal is one OVSDB transaction
 that takes the ports out of their bridges by UUID; leftover host veths are deleted by ifindex,
 so a device re-created under the same name meanwhile is left alone.
 """
@@ -25,34 +25,31 @@ from ovsbridge.ops.cleanup import (
     KernelLink,
     PortFacts,
 )
-from ovsbridge.system import ovs
-from ovsbridge.system.backend import list_ports
+from ovsbridge.system import ovs, ovsdb
+from ovsbridge.system.backend import RealBackend, ports_of, read_snapshot
 
 log = logging.getLogger(__name__)
 
 
-class _FixedSnapshot:
-    """Hands list_ports a snapshot already read, so facts and ports come from one read."""
-
-    def __init__(self, snap: ovs.Snapshot) -> None:
-        self._snap = snap
-
-    def snapshot(self) -> ovs.Snapshot:
-        return self._snap
-
-
 class RealCleanupBackend:
-    def __init__(self, ovsdb: ovs.Ovs) -> None:
-        self.ovs = ovsdb
+    def __init__(self, ovs_db: ovs.Ovs) -> None:
+        self.ovs = ovs_db
         self._containers: dict[str, Any] = {}
+        self._held: dict[tuple[str, str], int] = {}  # locks cleanup holds, with their fds
 
-    # OVS ----------------------------------------------------------------------------------
+    def ovn(self) -> Any:
+        """The OVN side (this chassis and its central), for stale OVN attachments."""
+        from ovsbridge.system.ovn import RealOvnSide
+
+        return RealOvnSide(self.ovs)
+
+    # OVS: straight OVSDB (system/ovsdb.py) ------------------------------------------------
     def bridge_exists(self, name: str) -> bool:
-        return self.ovs.bridge(name) is not None
+        return ovsdb.bridge_facts(ovsdb.client(self.ovs.db), name) is not None
 
     def port_facts(self, bridge: str | None) -> list[PortFacts]:
-        snap = self.ovs.snapshot()
-        ports = list_ports(_FixedSnapshot(snap), bridge)  # type: ignore[arg-type]
+        snap = read_snapshot(self.ovs, bridge)
+        ports = ports_of(snap, bridge)
         bridge_ids = {b["name"]: dict(b.get("external_ids") or {}) for b in snap.bridges}
         rows = {(br, row["name"]): (row["_uuid"], len(members))
                 for br, row, members in snap.ports_with_interfaces()}
@@ -63,17 +60,14 @@ class RealCleanupBackend:
         return out
 
     def remove_ports(self, ports: Sequence[PortFacts]) -> None:
-        by_bridge: dict[str, list[str]] = {}
-        for item in ports:
-            by_bridge.setdefault(item.port.bridge, []).append(item.uuid)
-        # NOTE: "remove Bridge B ports UUID" drops exactly the row we judged (Port and
-        # Interface are garbage-collected with it); del-port by name could hit a port that
-        # an attach re-created under the same name after our read. Absent UUIDs are a no-op,
-        # and --if-exists makes a bridge deleted meanwhile one too.
-        commands = [ovs.cmd("--if-exists", "remove", "Bridge", br, "ports", *uuids)
-                    for br, uuids in sorted(by_bridge.items())]
+        # NOTE: removing the Port row we judged from its bridge, by UUID, drops exactly that
+        # row (Port and Interface are garbage-collected with it); del-port by name could hit
+        # a port that an attach re-created under the same name after our read. Absent UUIDs
+        # (a bridge or port deleted meanwhile) are a no-op. ONE transaction for all of them;
+        # committed but not applied by a stopped ovs-vswitchd is still done (a warning).
         log.debug("cleanup: removing %d ports in one transaction", len(ports))
-        self.ovs.transact(*commands)
+        RealBackend(self.ovs).del_port_uuids([item.uuid for item in ports],
+                                             what=f"{len(ports)} stale")
 
     # kernel -------------------------------------------------------------------------------
     def kernel_links(self) -> dict[str, KernelLink]:
@@ -155,6 +149,27 @@ class RealCleanupBackend:
         from ovsbridge.system import locks
 
         return locks.is_free(guest_key, ifname)
+
+    def hold_lock(self, guest_key: str, ifname: str) -> bool:
+        from ovsbridge.system import locks
+
+        if (guest_key, ifname) in self._held:
+            return True
+        fd = locks.try_hold(guest_key, ifname)
+        if fd is None:
+            return False
+        self._held[(guest_key, ifname)] = fd
+        return True
+
+    def release_locks(self) -> None:
+        while self._held:
+            _, fd = self._held.popitem()
+            os.close(fd)
+
+    def link_alias(self, name: str) -> str | None:
+        from ovsbridge.system import netns
+
+        return netns.link_alias(name)
 
     def drop_lease(self, guest_key: str, ifname: str) -> bool:
         import importlib

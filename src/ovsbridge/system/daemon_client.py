@@ -246,8 +246,9 @@ def ping(where: DaemonPaths | None = None) -> dict[str, Any] | None:
 
 
 def _private_dir(path: str) -> None:
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
+    from ovsbridge.system.files import ensure_private_dir
+
+    ensure_private_dir(path, "run directory")
 
 
 def ensure_running(where: DaemonPaths | None = None, timeout: float = START_TIMEOUT) -> int:

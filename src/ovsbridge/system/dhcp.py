@@ -21,17 +21,28 @@ import contextlib
 import errno
 import functools
 import logging
+import math
 import os
 import random
+import re
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any, Final, TypeVar
 
+from ovsbridge.dnsname import (
+    MAX_NAMESERVERS,
+    clean_domain,
+    clean_nameserver,
+    clean_nameservers,
+    clean_search,
+    is_hostname,
+    parse_hostname,
+)
 from ovsbridge.errors import BadInput, OperationFailed, OvsbridgeError
 from ovsbridge.system.nsthread import (  # noqa: F401 - GuestGone is part of this API
     GuestGone,
@@ -39,6 +50,7 @@ from ovsbridge.system.nsthread import (  # noqa: F401 - GuestGone is part of thi
     arun_in_netns,
     run_in_netns,
 )
+from ovsbridge.system.resolvconf import HOST_RESOLV_CONF  # noqa: F401 - part of this API
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +60,6 @@ INFINITE: Final = 0xFFFFFFFF  # lease time "forever" (RFC 2131), also the kernel
 BROADCAST_MAC: Final = "ff:ff:ff:ff:ff:ff"
 CLIENT_PORT: Final = 68
 SERVER_PORT: Final = 67
-HOST_RESOLV_CONF: Final = "/etc/resolv.conf"
 
 _ETH_P_ALL: Final = 0x0003
 _SIOCGIFFLAGS: Final = 0x8913
@@ -56,9 +67,12 @@ _IFF_UP: Final = 0x1
 _SO_BINDTODEVICE: Final = 25
 _RTPROT_DHCP: Final = 16  # routes we add show "proto dhcp"
 
-# NOTE: ask for the options we apply (mask, router, DNS, domain) and the three timers.
-_PARAMETERS: Final = (1, 3, 6, 15, 51, 58, 59)
+# NOTE: ask for the options we apply (mask, router, DNS, domain, MTU, search list, classless
+# routes; 249 is Microsoft's pre-standard 121) and the three timers. RFC 3442 asks clients to
+# list 121 before 3 (servers that only send one of them pick by position).
+_PARAMETERS: Final = (1, 121, 249, 3, 6, 15, 26, 119, 51, 58, 59)
 _REBOOT_WINDOW: Final = 6.0  # INIT-REBOOT: how long to wait for ACK/NAK before DISCOVER
+_MAX_LEASE_DNS: Final = 8  # servers kept from a lease (resolv.conf gets the first 3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,6 +101,11 @@ class Lease:
     hostname: str | None
     client_id: str  # hex of option 61's full payload (type byte first)
     server_mac: str | None = None
+    # option 121 (or 249) routes other than the default: (destination CIDR, gateway), the
+    # gateway "0.0.0.0" meaning on-link. With option 121, ``router`` is its 0.0.0.0/0 entry.
+    routes: tuple[tuple[str, str], ...] = ()
+    mtu: int | None = None  # option 26
+    search: tuple[str, ...] = ()  # option 119 (domain search list)
 
     @property
     def infinite(self) -> bool:
@@ -124,28 +143,86 @@ class Lease:
         data["router"] = str(self.router) if self.router else None
         data["dns"] = list(self.dns)
         data["server_id"] = str(self.server_id)
+        data["routes"] = [list(r) for r in self.routes]
+        data["search"] = list(self.search)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Lease:
+        """A lease from its record (a state file, a request): wrong types are refused
+        (BadInput); names and servers that are not valid are dropped, never passed on."""
         try:
+            if not isinstance(data, dict):
+                raise TypeError(f"a lease record is a JSON object, not {type(data).__name__}")
+            dns = data.get("dns") or []
+            if not isinstance(dns, list):
+                raise TypeError("'dns' is not a list")
+            hostname = data.get("hostname") or None
+            mac = _text(data, "mac").lower()
+            if not _MAC_TEXT.fullmatch(mac):
+                raise ValueError(f"'mac' {mac!r} is not a MAC address")
+            client_id = _text(data, "client_id")
+            bytes.fromhex(client_id)
+            server_mac = data.get("server_mac") or None
+            if server_mac is not None and not (
+                isinstance(server_mac, str) and _MAC_TEXT.fullmatch(server_mac.lower())
+            ):
+                raise ValueError("'server_mac' is not a MAC address")
             return cls(
-                address=IPv4Interface(data["address"]),
-                router=IPv4Address(data["router"]) if data.get("router") else None,
-                dns=tuple(str(d) for d in data.get("dns") or ()),
-                domain=data.get("domain") or None,
-                lease_time=int(data["lease_time"]),
-                renewal_time=int(data["renewal_time"]),
-                rebinding_time=int(data["rebinding_time"]),
-                server_id=IPv4Address(data["server_id"]),
-                obtained_at=float(data["obtained_at"]),
-                mac=str(data["mac"]).lower(),
-                hostname=data.get("hostname") or None,
-                client_id=str(data["client_id"]),
-                server_mac=data.get("server_mac") or None,
+                address=IPv4Interface(_text(data, "address")),
+                router=_router(data.get("router")),
+                dns=clean_nameservers(dns, _MAX_LEASE_DNS),
+                domain=clean_domain(data.get("domain")),
+                lease_time=_count(data, "lease_time"),
+                renewal_time=_count(data, "renewal_time"),
+                rebinding_time=_count(data, "rebinding_time"),
+                server_id=IPv4Address(_text(data, "server_id")),
+                obtained_at=_number(data, "obtained_at"),
+                mac=mac,
+                hostname=hostname if isinstance(hostname, str) and is_hostname(hostname) else None,
+                client_id=client_id,
+                server_mac=server_mac,
+                routes=tuple((str(d), str(g)) for d, g in data.get("routes") or ()),
+                mtu=int(data["mtu"]) if data.get("mtu") else None,
+                search=clean_search(data.get("search") or ()),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise BadInput(f"malformed DHCP lease record: {exc}") from exc
+
+
+_MAC_TEXT: Final = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+
+def _text(data: dict[str, Any], key: str) -> str:
+    value = data[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key!r} is not a string")
+    return value
+
+
+def _count(data: dict[str, Any], key: str) -> int:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INFINITE:
+        raise ValueError(f"{key!r} is not a number of seconds")
+    return value
+
+
+def _number(data: dict[str, Any], key: str) -> float:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{key!r} is not a time")
+    return float(value)
+
+
+def _router(value: object) -> IPv4Address | None:
+    """A lease's router, or None when there is none or it is not a unicast address."""
+    if not value:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("'router' is not a string")
+    if clean_nameserver(value) is None:  # the same test: a real unicast address
+        return None
+    return IPv4Address(value)
 
 
 class LeaseRefused(OperationFailed):
@@ -218,6 +295,82 @@ def _socket_class() -> type:
             return asyncio.get_running_loop()
 
     return NetnsDHCP4Socket
+
+
+# NOTE: RFC 5227 2.1 spreads 3 probes over 1-2 s each and then listens 2 s (up to 7 s), for
+# hosts that may be slow to answer on any medium. A holder on a switched LAN answers an ARP
+# request within milliseconds, and the DHCP server has usually pinged the address already;
+# we send 2 probes 0.3 s apart and listen 0.5 s more, so a DHCP attach costs < 1 s extra.
+ARP_PROBES: Final = 2
+ARP_PROBE_INTERVAL: Final = 0.3
+ARP_LISTEN: Final = 0.5
+DECLINE_WAIT: Final = 10.0  # RFC 2131 3.1.5: wait >= 10 s after DHCPDECLINE
+
+
+def arp_probe_frame(mac: str, ip: IPv4Address) -> bytes:
+    """An RFC 5227 ARP probe for IP: sender IP 0.0.0.0, target IP the candidate, broadcast."""
+    hw = bytes.fromhex(mac.replace(":", ""))
+    return (
+        b"\xff" * 6 + hw + struct.pack("!H", 0x0806)
+        + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)
+        + hw + b"\x00" * 4 + b"\x00" * 6 + ip.packed
+    )
+
+
+def arp_conflict(frame: bytes, mac: str, ip: IPv4Address) -> str | None:
+    """The MAC of another host claiming IP in this ARP frame (RFC 5227 2.1.1), else None:
+    any ARP with IP as sender, or another host's probe for IP."""
+    if len(frame) < 42 or frame[12:14] != b"\x08\x06":
+        return None
+    htype, ptype, hlen, plen, _op = struct.unpack("!HHBBH", frame[14:22])
+    if (htype, ptype, hlen, plen) != (1, 0x0800, 6, 4):
+        return None
+    sha, spa, tpa = frame[22:28], frame[28:32], frame[38:42]
+    sender = sha.hex(":")
+    if sender == mac.lower():
+        return None
+    if spa == ip.packed or (spa == b"\x00" * 4 and tpa == ip.packed):
+        return sender
+    return None
+
+
+def _probe_in_netns(ifname: str, mac: str, ip: IPv4Address) -> str | None:
+    """Runs inside the guest's netns thread: probe IP, return a conflicting MAC or None."""
+    import select
+
+    frame = arp_probe_frame(mac, ip)
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806)) as sock:
+        sock.bind((ifname, 0))
+        sock.setblocking(False)
+        for attempt in range(ARP_PROBES):
+            sock.send(frame)
+            listen = ARP_PROBE_INTERVAL if attempt < ARP_PROBES - 1 else ARP_LISTEN
+            until = time.monotonic() + listen
+            while (left := until - time.monotonic()) > 0:
+                ready, _, _ = select.select([sock], [], [], left)
+                if not ready:
+                    break
+                try:
+                    data = sock.recv(2048)
+                except BlockingIOError:
+                    continue
+                holder = arp_conflict(data, mac, ip)
+                if holder is not None:
+                    return holder
+    return None
+
+
+async def probe_address_async(
+    netns_path: str, ifname: str, mac: str, ip: IPv4Address, netns_inode: int | None = None
+) -> str | None:
+    """ARP-probe IP on IFNAME (RFC 5227): the MAC of a host that already uses it, or None."""
+    try:
+        return await arun_in_netns(
+            netns_path, lambda: _probe_in_netns(ifname, mac, ip), netns_inode
+        )
+    except OSError as exc:
+        log.warning("ARP probe of %s on %s failed (%s); not checked", ip, ifname, exc)
+        return None
 
 
 def _interface_up(ifname: str) -> bool:
@@ -336,7 +489,7 @@ def _build(
     if params:
         options["parameter_list"] = list(_PARAMETERS)
     options["client_id"] = _client_id_option(ident.client_id)
-    if ident.hostname and mtype != 7:  # no hostname in RELEASE
+    if ident.hostname and mtype not in (4, 7):  # no hostname in DECLINE or RELEASE
         options["host_name"] = ident.hostname
     dhcp = dhcp4msg(
         {
@@ -386,16 +539,44 @@ def lease_from_ack(msg: Any, ident: _Identity, sent_at: float) -> Lease:
             t2 = int(lease_time * 0.875)
         if t1 is None or not 0 < t1 < t2:
             t1 = min(int(lease_time * 0.5), t2)
-    routers = opts.get("router") or []
+    routers = [str(r) for r in opts.get("router") or []]
+    routes: tuple[tuple[str, str], ...] = ()
+    classless = _raw_option(opts, "classless_static_route", 121)
+    if classless is None:
+        classless = _raw_option(opts, "private_classic_route_ms", 249)
+    if classless is not None:
+        parsed = parse_classless_routes(classless)
+        if parsed:
+            # NOTE: RFC 3442: when option 121 is present the client ignores option 3; the
+            # default route, if any, is 121's 0.0.0.0/0 entry.
+            routers = [g for d, g in parsed if d == "0.0.0.0/0"][:1]
+            routes = tuple((d, g) for d, g in parsed if d != "0.0.0.0/0")
+    mtu = opts.get("interface_mtu")
+    search_raw = _raw_option(opts, "domain_search", 119)
     server = opts.get("server_id") or msg.ip_src
-    domain = opts.get("domain_name")
-    if isinstance(domain, list):  # undecodable bytes come back as a list of ints
-        domain = bytes(domain).decode("ascii", "replace")
+    raw_domain = opts.get("domain_name")
+    if isinstance(raw_domain, list):  # undecodable bytes come back as a list of ints
+        raw_domain = bytes(raw_domain).decode("ascii", "replace")
+    # NOTE: the server's values are data, not text to paste: a domain with a newline would
+    # add lines of its own to resolv.conf. What is not a valid name or address is dropped
+    # (and logged with repr(), so it cannot forge a log line either).
+    domain = clean_domain(raw_domain) if raw_domain else None
+    if raw_domain and domain is None:
+        log.warning("DHCPACK for %s: ignoring domain name %r (not a valid DNS name)",
+                    ip, str(raw_domain)[:300])
+    raw_dns = [str(d) for d in opts.get("name_server") or []]
+    dns = clean_nameservers(raw_dns, _MAX_LEASE_DNS)
+    if len(dns) < min(len(raw_dns), _MAX_LEASE_DNS):
+        log.warning("DHCPACK for %s: ignoring name servers %r (not unicast addresses)",
+                    ip, [d for d in raw_dns if d not in dns][:8])
+    router = _router(routers[0]) if routers else None
+    if routers and router is None:
+        log.warning("DHCPACK for %s: ignoring router %r (not a unicast address)", ip, routers[0])
     return Lease(
         address=IPv4Interface(f"{ip}/{prefix}"),
-        router=IPv4Address(routers[0]) if routers else None,
-        dns=tuple(str(IPv4Address(d)) for d in (opts.get("name_server") or [])),
-        domain=(domain or "").strip().rstrip(".") or None,
+        router=router,
+        dns=dns,
+        domain=domain,
         lease_time=lease_time,
         renewal_time=t1,
         rebinding_time=t2,
@@ -405,13 +586,94 @@ def lease_from_ack(msg: Any, ident: _Identity, sent_at: float) -> Lease:
         hostname=ident.hostname,
         client_id=ident.client_id.hex(),
         server_mac=msg.eth_src if msg.eth_src and msg.eth_src != BROADCAST_MAC else None,
+        routes=routes,
+        # NOTE: RFC 2132 9.1: the minimum legal MTU is 68; anything less is ignored.
+        mtu=int(mtu) if isinstance(mtu, int) and 68 <= mtu <= 65535 else None,
+        search=clean_search(decode_domain_list(search_raw)) if search_raw else (),
     )
 
 
-def _backoff(first: float = 1.0, cap: float = 8.0) -> Iterator[float]:
+def _raw_option(opts: dict[str, Any], name: str, code: int) -> bytes | None:
+    """An option pyroute2 does not decode (it hands the payload over as a list of ints)."""
+    value = opts.get(name, opts.get(f"option{code}"))
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("latin-1", "replace")
+    try:
+        return bytes(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_classless_routes(data: bytes) -> tuple[tuple[str, str], ...]:
+    """RFC 3442 option 121 payload: ((destination CIDR, router), ...).
+
+    Each route is a width byte, the significant octets of the destination, and the router.
+    A malformed payload yields () (RFC 3442: ignore the whole option then).
+    """
+    routes = []
+    pos = 0
+    while pos < len(data):
+        width = data[pos]
+        if width > 32:
+            return ()
+        size = (width + 7) // 8
+        if pos + 1 + size + 4 > len(data):
+            return ()
+        dest = data[pos + 1 : pos + 1 + size] + b"\x00" * (4 - size)
+        router = data[pos + 1 + size : pos + 5 + size]
+        pos += 5 + size
+        try:
+            network = IPv4Network((int.from_bytes(dest, "big"), width), strict=False)
+        except ValueError:
+            return ()
+        routes.append((network.with_prefixlen, str(IPv4Address(router))))
+    return tuple(routes)
+
+
+def decode_domain_list(data: bytes, *, compression: bool = True) -> tuple[str, ...]:
+    """A list of DNS names in wire format (RFC 1035 3.1; option 119 allows RFC 1035 4.1.4
+    compression pointers, DHCPv6 option 24 does not). Stops at the first malformed name."""
+    names: list[str] = []
+    pos = 0
+    while pos < len(data):
+        labels: list[str] = []
+        cursor, jumps, end = pos, 0, None
+        while True:
+            if cursor >= len(data):
+                return tuple(names)
+            length = data[cursor]
+            if length == 0:
+                cursor += 1
+                break
+            if length & 0xC0 == 0xC0 and compression:
+                if cursor + 1 >= len(data) or jumps > 16:
+                    return tuple(names)
+                if end is None:
+                    end = cursor + 2
+                cursor = ((length & 0x3F) << 8) | data[cursor + 1]
+                jumps += 1
+                continue
+            if length > 63 or cursor + 1 + length > len(data):
+                return tuple(names)
+            labels.append(data[cursor + 1 : cursor + 1 + length].decode("ascii", "replace"))
+            cursor += 1 + length
+        pos = end if end is not None else cursor
+        name = ".".join(labels)
+        if name and name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def _backoff(first: float = 4.0, cap: float = 64.0) -> Iterator[float]:
+    """RFC 2131 4.1: wait 4 s before the first retransmission, doubling up to 64 s, each
+    randomised by +-1 s (the caller's deadline, the attach's own timeout, cuts it short)."""
     delay = first
     while True:
-        yield delay * random.uniform(0.9, 1.1)
+        yield max(0.5, delay + random.uniform(-1.0, 1.0))
         delay = min(delay * 2, cap)
 
 
@@ -480,7 +742,7 @@ class _Session:
         return None, sent_at  # pragma: no cover - _backoff is endless
 
 
-_OFFER, _ACK, _NAK = 2, 5, 6
+_OFFER, _DECLINE, _ACK, _NAK = 2, 4, 5, 6
 
 
 def _discover_msg(ident: _Identity, hint: str | None, xid: int) -> Any:
@@ -542,7 +804,15 @@ async def _reboot(
 # --------------------------------------------------------------------------------------------
 
 
-def _no_offer(ifname: str, timeout: float, offered: bool) -> OperationFailed:
+def _no_offer(
+    ifname: str, timeout: float, offered: bool, declined: list[str] | None = None
+) -> OperationFailed:
+    if declined:
+        return OperationFailed(
+            f"no free DHCP address on {ifname} within {timeout:g} s "
+            f"(declined as in use: {', '.join(declined)})",
+            hint="another host uses the server's addresses: fix the conflict on the LAN",
+        )
     if offered:
         return OperationFailed(
             f"no DHCP lease on {ifname} within {timeout:g} s (offers were not confirmed)",
@@ -566,6 +836,8 @@ async def acquire_async(
     netns_inode: int | None = None,
 ) -> Lease:
     """Obtain a lease (see ``acquire``) without blocking the running event loop."""
+    if hostname is not None:
+        parse_hostname(hostname)  # option 12 goes to the server and into its logs
     deadline = time.monotonic() + timeout
     socks = await _open_async(netns_path, ifname, netns_inode)
     try:
@@ -584,12 +856,43 @@ async def acquire_async(
             else:
                 if lease is not None:
                     return lease
-        lease, offered = await _discover_and_request(session, ident, deadline, hint)
-        if lease is None:
-            raise _no_offer(ifname, timeout, offered)
-        return lease
+        declined: list[str] = []
+        while True:
+            lease, offered = await _discover_and_request(session, ident, deadline, hint)
+            if lease is None:
+                raise _no_offer(ifname, timeout, offered, declined)
+            holder = await probe_address_async(
+                netns_path, ifname, ident.mac, lease.address.ip, netns_inode
+            )
+            if holder is None:
+                return lease
+            log.warning(
+                "%s offered by %s is in use by %s; declining it",
+                lease.address.ip, lease.server_id, holder,
+            )
+            await _decline(session, ident, lease)
+            declined.append(f"{lease.address.ip} (held by {holder})")
+            hint = None
+            # NOTE: RFC 2131 3.1.5 asks for 10 s before starting again, so a server that
+            # keeps offering a taken address is not hammered; shortened only as far as it
+            # leaves time for one more DISCOVER within the attach's timeout.
+            left = deadline - time.monotonic()
+            await asyncio.sleep(max(0.0, min(DECLINE_WAIT, left - 8.0)))
     finally:
         socks.close()
+
+
+async def _decline(session: _Session, ident: _Identity, lease: Lease) -> None:
+    """DHCPDECLINE (RFC 2131 4.4.1): broadcast, the address in option 50, no ciaddr."""
+    msg = _build(
+        _DECLINE,
+        ident,
+        xid=random.getrandbits(32),
+        requested=str(lease.address.ip),
+        server_id=str(lease.server_id),
+        params=False,
+    )
+    await session.send(msg)
 
 
 async def renew_async(
@@ -742,6 +1045,51 @@ def _apply_in_netns(ifname: str, lease: Lease, default_route: bool, previous: Le
                     f"cannot set the default route via {router} on {ifname}: "
                     f"{os.strerror(exc.code)}"
                 ) from exc
+        if previous is not None:
+            for stale in set(previous.routes) - set(lease.routes):
+                _del_route(ipr, index, lease, stale)
+        for route in lease.routes:
+            _add_route(ipr, index, lease, route, ifname)
+
+
+def _route_spec(index: int, lease: Lease, route: tuple[str, str]) -> dict[str, Any]:
+    dst, gateway = route
+    spec: dict[str, Any] = {"dst": dst, "oif": index, "proto": _RTPROT_DHCP}
+    if gateway == "0.0.0.0":
+        spec["scope"] = 253  # RFC 3442: router 0.0.0.0 means the destination is on-link
+    else:
+        spec["gateway"] = gateway
+    return spec
+
+
+def _add_route(ipr: Any, index: int, lease: Lease, route: tuple[str, str], ifname: str) -> None:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    dst, gateway = route
+    try:
+        if gateway != "0.0.0.0" and IPv4Address(gateway) not in lease.address.network:
+            # NOTE: like the default router, a route's router outside the leased subnet is
+            # made reachable on-link first, or the kernel refuses the route (ENETUNREACH).
+            ipr.route("replace", dst=f"{gateway}/32", oif=index, scope=253, proto=_RTPROT_DHCP)
+        ipr.route("replace", **_route_spec(index, lease, route))
+    except NetlinkError as exc:
+        raise OperationFailed(
+            f"cannot add the route to {dst} via {gateway} on {ifname}: {os.strerror(exc.code)}"
+        ) from exc
+
+
+def _del_route(ipr: Any, index: int, lease: Lease, route: tuple[str, str]) -> None:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    spec = _route_spec(index, lease, route)
+    spec.pop("proto")
+    try:
+        ipr.route("del", **spec)
+    except NetlinkError as exc:
+        if exc.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
+            raise OperationFailed(
+                f"cannot remove the route to {route[0]}: {os.strerror(exc.code)}"
+            ) from exc
 
 
 def _del_addr(ipr: Any, index: int, address: IPv4Interface) -> None:
@@ -763,6 +1111,8 @@ def _unapply_in_netns(ifname: str, lease: Lease) -> None:
         if not found:
             return
         index = found[0]
+        for route in lease.routes:
+            _del_route(ipr, index, lease, route)
         if lease.router is not None:
             router = str(lease.router)
             for spec in (
@@ -919,69 +1269,41 @@ def release(netns_path: str, ifname: str, lease: Lease) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _is_host_resolv_conf(path: str) -> bool:
-    real = os.path.realpath(path)
-    if real in (os.path.realpath(HOST_RESOLV_CONF), HOST_RESOLV_CONF):
-        return True
-    try:
-        return os.path.samefile(path, HOST_RESOLV_CONF)
-    except OSError:
-        return False
+def _search_of(lease: Lease) -> tuple[str, ...]:
+    """The search list a lease asks for: option 119's list, else option 15's domain."""
+    if lease.search:
+        return lease.search
+    return (lease.domain,) if lease.domain else ()
 
 
 def render_resolv_conf(old: str, lease: Lease) -> str:
-    """OLD with its nameserver/search/domain lines replaced by the lease's."""
-    kept = [
-        line
-        for line in old.splitlines()
-        if line.split()[:1] not in (["nameserver"], ["search"], ["domain"])
-        and not line.startswith("# ovsbridge:")
-    ]
-    ours = [f"# ovsbridge: from the DHCP lease of {lease.address.ip} (server {lease.server_id})"]
-    if lease.domain:
-        ours.append(f"search {lease.domain}")
-    ours.extend(f"nameserver {server}" for server in lease.dns[:3])
-    return "\n".join(ours + kept).rstrip("\n") + "\n"
+    """OLD with the DHCPv4 servers and search domains set to the lease's (other sources of
+    ours, e.g. DHCPv6, are kept; see system/resolvconf.py). Values are checked again here:
+    a Lease can be made anywhere."""
+    from ovsbridge.system import resolvconf
+
+    note = f"DHCP lease of {lease.address.ip} (server {lease.server_id})"
+    return resolvconf.render(old, "dhcp4", clean_nameservers(lease.dns, MAX_NAMESERVERS),
+                             clean_search(_search_of(lease)), note)
 
 
 def write_resolv_conf(path: str, lease: Lease) -> None:
-    """Put the lease's DNS servers and search domain into a container's own resolv.conf.
+    """Put the lease's DNS servers and search domains into a container's own resolv.conf.
 
     Refuses the host's /etc/resolv.conf. Leaves the file alone when the lease carries no DNS
     server and no domain.
     """
-    if _is_host_resolv_conf(path):
+    from ovsbridge.system import resolvconf
+
+    if resolvconf.is_host_resolv_conf(path):
         raise BadInput(
             f"refusing to write {path}: it is the host's resolv.conf",
             hint="give the container's own resolv.conf (Docker's ResolvConfPath)",
         )
-    if not lease.dns and not lease.domain:
+    if not clean_nameservers(lease.dns) and not clean_search(_search_of(lease)):
         return
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            old = fh.read()
-    except FileNotFoundError:
-        old = ""
-    except OSError as exc:
-        raise OperationFailed(f"cannot read {path}: {exc.strerror}") from exc
-    new = render_resolv_conf(old, lease)
-    if new == old:
-        return
-    # NOTE: Docker bind-mounts ResolvConfPath into the container, so a rename onto it would
-    # never be seen inside (the mount keeps the old inode). The new text goes into the same
-    # inode in one write(), then the file is cut to length: a reader sees the old file or
-    # the new one (a shorter new text leaves a tail only for the instant before ftruncate).
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            data = new.encode()
-            os.pwrite(fd, data, 0)
-            os.ftruncate(fd, len(data))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise OperationFailed(f"cannot write {path}: {exc.strerror}") from exc
+    note = f"DHCP lease of {lease.address.ip} (server {lease.server_id})"
+    resolvconf.update(path, "dhcp4", lease.dns, _search_of(lease), note)
 
 
 __all__ = [

@@ -1,8 +1,10 @@
 """Per guest-interface locks: one operation at a time on a guest's IFNAME, across processes.
 
-A lock is an ``flock`` on a small file under ``RUN_DIR/locks`` (named by a hash of the guest
-key and ifname), so the daemon's worker threads, an in-process CLI and a cleanup all see the
-same lock. The kernel drops a lock when its holder dies, so a SIGKILLed attach never leaves
+A lock is an ``flock`` on a small file in ONE directory for the whole machine,
+``/run/lock/ovsbridge`` (``OVSBRIDGE_LOCK_DIR`` moves it), named by a hash of the guest key
+and ifname, so the daemon's worker threads, an in-process CLI and a cleanup all see the same
+lock, whichever daemon directories they use: the locks guard the host's kernel objects.
+The kernel drops a lock when its holder dies, so a SIGKILLed attach never leaves
 a lock behind; lock files themselves are tiny and kept.
 """
 
@@ -18,15 +20,18 @@ import time
 from collections.abc import Iterator
 
 from ovsbridge.errors import Conflict, EnvironmentProblem
-from ovsbridge.paths import daemon_paths
 
 log = logging.getLogger(__name__)
 LOCK_TIMEOUT = 120.0
 _POLL = 0.01
 
 
+DEFAULT_LOCK_DIR = "/run/lock/ovsbridge"
+LOCK_DIR_ENV = "OVSBRIDGE_LOCK_DIR"
+
+
 def lock_dir() -> str:
-    return os.path.join(daemon_paths().run_dir, "locks")
+    return os.path.abspath(os.environ.get(LOCK_DIR_ENV) or DEFAULT_LOCK_DIR)
 
 
 def lock_path(guest_key: str, ifname: str) -> str:
@@ -35,13 +40,17 @@ def lock_path(guest_key: str, ifname: str) -> str:
 
 
 def _open(guest_key: str, ifname: str) -> int:
+    from ovsbridge.system.files import ensure_private_dir
+
     path = lock_path(guest_key, ifname)
+    # NOTE: lock files are made as root: never in a directory others can write (a symlink
+    # planted there would be followed), and an existing directory's mode is left alone
+    ensure_private_dir(os.path.dirname(path), "lock directory")
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise EnvironmentProblem(f"cannot open the lock file {path}: {exc.strerror}",
-                                 hint="run as root, or point OVSBRIDGE_RUN_DIR elsewhere"
+                                 hint=f"run as root, or point {LOCK_DIR_ENV} elsewhere"
                                  ) from exc
 
 
@@ -67,6 +76,18 @@ def guest_lock(guest_key: str, ifname: str, timeout: float = LOCK_TIMEOUT) -> It
         yield
     finally:
         os.close(fd)
+
+
+def try_hold(guest_key: str, ifname: str) -> int | None:
+    """Take the lock of GUEST_KEY/IFNAME if nobody holds it: its fd (close it to release),
+    or None when it is held."""
+    fd = _open(guest_key, ifname)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def is_free(guest_key: str, ifname: str) -> bool:

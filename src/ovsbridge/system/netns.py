@@ -17,7 +17,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
@@ -58,14 +58,39 @@ def in_netns(path: str | None, func: Callable[[], T]) -> T:
     return run_in_netns(path, func)
 
 
-def _netlink_socket_in(path: str) -> int:
-    """A NETLINK_ROUTE socket living in PATH's netns; returns its file descriptor."""
+def _sockets_in(path: str) -> tuple[int, socket.socket, socket.socket]:
+    """In ONE trip into PATH's netns: a NETLINK_ROUTE socket (its fd), an AF_INET socket for
+    ioctls and a raw ARP socket. A socket stays in the netns it was made in, so the rest of
+    the work needs no thread of its own."""
 
-    def body() -> int:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)  # 0: NETLINK_ROUTE
-        return sock.detach()
+    def body() -> tuple[int, socket.socket, socket.socket]:
+        netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)  # 0: NETLINK_ROUTE
+        inet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+        except OSError:
+            inet.close()
+            netlink.close()
+            raise
+        return netlink.detach(), inet, packet
 
     return in_netns(path, body)
+
+
+@dataclass
+class _Kit:
+    """One namespace's sockets for a session, and the indexes of links it made or renamed."""
+
+    ipr: IPRoute
+    inet: socket.socket | None = None
+    packet: socket.socket | None = None
+    index: dict[str, int] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for sock in (self.inet, self.packet):
+            if sock is not None:
+                sock.close()
+        self.ipr.close()
 
 
 _session = threading.local()
@@ -73,53 +98,80 @@ _session = threading.local()
 
 @contextmanager
 def session() -> Iterator[None]:
-    """Within this block, this thread reuses one netlink socket per namespace (opened on
-    first use, closed at the end) instead of opening one per step."""
-    outer = getattr(_session, "sockets", None)
+    """Within this block, this thread reuses one set of sockets per namespace (made on first
+    use, in one trip into the netns, closed at the end) instead of opening some per step."""
+    outer = getattr(_session, "kits", None)
     if outer is not None:  # nested: the outer session serves
         yield
         return
-    sockets: dict[str | None, IPRoute] = {}
-    _session.sockets = sockets
+    kits: dict[str | None, _Kit] = {}
+    _session.kits = kits
     try:
         yield
     finally:
-        _session.sockets = None
-        for ipr in sockets.values():
+        _session.kits = None
+        for kit in kits.values():
             with suppress(Exception):
-                ipr.close()
+                kit.close()
 
 
-def _open(path: str | None) -> IPRoute:
-    """An IPRoute bound to PATH's netns (the current one when None).
+def _open(path: str | None) -> _Kit:
+    """The sockets for PATH's netns (the current one when None).
 
     NOTE: pyroute2's own ``IPRoute(netns=...)`` forks a helper process per socket (~10 ms);
-    a socket made by a thread that entered the netns costs a fraction of that.
+    sockets made by a thread that entered the netns cost a fraction of that.
     """
     try:
-        return IPRoute() if path is None else IPRoute(fileno=_netlink_socket_in(path))
+        if path is None:
+            return _Kit(IPRoute())
+        fd, inet, packet = _sockets_in(path)
+        return _Kit(IPRoute(fileno=fd), inet, packet)
     except (OSError, TimeoutError) as exc:
         raise NotFound(f"network namespace {path} cannot be opened: {exc}") from exc
 
 
+def _kit(path: str | None) -> _Kit | None:
+    """The session's kit for PATH (made on first use), or None outside a session."""
+    kits: dict[str | None, _Kit] | None = getattr(_session, "kits", None)
+    if kits is None:
+        return None
+    kit = kits.get(path)
+    if kit is None:
+        kit = kits[path] = _open(path)
+    return kit
+
+
 @contextmanager
 def _ipr(path: str | None = None) -> Iterator[IPRoute]:
-    """The session's socket for PATH's netns, or a fresh one closed after the block."""
-    sockets = getattr(_session, "sockets", None)
-    if sockets is not None:
-        ipr = sockets.get(path)
-        if ipr is None:
-            ipr = sockets[path] = _open(path)
-        yield ipr
+    """The session's netlink socket for PATH's netns, or a fresh one closed after the block."""
+    kit = _kit(path)
+    if kit is not None:
+        yield kit.ipr
         return
-    ipr = _open(path)
+    fresh = _open(path)
     try:
-        yield ipr
+        yield fresh.ipr
     finally:
-        ipr.close()
+        fresh.close()
 
 
-def _index(ipr: IPRoute, name: str) -> int | None:
+def _remember(path: str | None, name: str, index: int | None) -> None:
+    """Note (or, with None, forget) NAME's ifindex for the rest of the session."""
+    kits = getattr(_session, "kits", None)
+    kit = kits.get(path) if kits is not None else None
+    if kit is None:
+        return
+    if index is None:
+        kit.index.pop(name, None)
+    else:
+        kit.index[name] = index
+
+
+def _index(ipr: IPRoute, name: str, path: str | None = None) -> int | None:
+    kits: dict[str | None, _Kit] | None = getattr(_session, "kits", None)
+    kit = kits.get(path) if kits is not None else None
+    if kit is not None and kit.ipr is ipr and name in kit.index:
+        return kit.index[name]
     found = ipr.link_lookup(ifname=name)
     return found[0] if found else None
 
@@ -159,7 +211,7 @@ def link(name: str, netns_path: str | None = None) -> LinkState | None:
     """State of link NAME in a netns (current when None), or None when absent."""
     try:
         with _ipr(netns_path) as ipr:
-            index = _index(ipr, name)
+            index = _index(ipr, name, netns_path)
             return None if index is None else _link_state(ipr, index)
     except NetlinkError as exc:
         raise _translate(exc, f"cannot read link {name}") from exc
@@ -189,20 +241,32 @@ def create_veth(host: str, peer: str, netns_path: str, mtu: int | None,
                 index = _index(ipr, host)
                 if index is not None:
                     ipr.link("set", index=index, ifalias=alias)
+                    _remember(None, host, index)
     except NetlinkError as exc:
         raise _translate(exc, f"cannot create veth {host}") from exc
     finally:
         os.close(fd)
 
 
-def link_alias(name: str, netns_path: str | None = None) -> str | None:
-    """The ifalias of link NAME ("" when unset), or None when there is no such link."""
+def set_mtu(name: str, mtu: int, netns_path: str | None = None) -> None:
     try:
         with _ipr(netns_path) as ipr:
             index = _index(ipr, name)
             if index is None:
-                return None
-            return str(ipr.get_links(index)[0].get_attr("IFLA_IFALIAS") or "")
+                raise NotFound(f"interface {name} does not exist")
+            log.debug("netlink: set %s mtu %d", name, mtu)
+            ipr.link("set", index=index, mtu=mtu)
+    except NetlinkError as exc:
+        raise _translate(exc, f"cannot set the MTU of {name} to {mtu}") from exc
+
+
+def link_alias(name: str, netns_path: str | None = None) -> str | None:
+    """The ifalias of link NAME ("" when unset), or None when there is no such link."""
+    try:
+        with _ipr(netns_path) as ipr:
+            msg = ipr.link("get", ifname=name)[0]  # one request, by name
+            _remember(netns_path, name, int(msg["index"]))
+            return str(msg.get_attr("IFLA_IFALIAS") or "")
     except NetlinkError as exc:
         if exc.code == errno.ENODEV:
             return None
@@ -219,7 +283,7 @@ def link_aliases(netns_path: str | None = None) -> dict[str, str]:
 def set_alias(name: str, alias: str, netns_path: str | None = None) -> None:
     try:
         with _ipr(netns_path) as ipr:
-            index = _index(ipr, name)
+            index = _index(ipr, name, netns_path)
             if index is None:
                 raise NotFound(f"interface {name} does not exist")
             log.debug("netlink: set %s alias %r", name, alias)
@@ -231,7 +295,7 @@ def set_alias(name: str, alias: str, netns_path: str | None = None) -> None:
 def set_up(name: str, netns_path: str | None = None) -> None:
     try:
         with _ipr(netns_path) as ipr:
-            index = _index(ipr, name)
+            index = _index(ipr, name, netns_path)
             if index is None:
                 raise NotFound(f"interface {name} does not exist")
             log.debug("netlink: set %s up", name)
@@ -248,7 +312,7 @@ def delete_link(name: str, netns_path: str | None = None, alias: str | None = No
     """
     try:
         with _ipr(netns_path) as ipr:
-            index = _index(ipr, name)
+            index = _index(ipr, name, netns_path)
             if index is None:
                 return False
             if alias is not None:
@@ -258,6 +322,7 @@ def delete_link(name: str, netns_path: str | None = None, alias: str | None = No
                                 alias)
                     return False
             log.debug("netlink: del link %s (netns %s)", name, netns_path or "current")
+            _remember(netns_path, name, None)
             ipr.link("del", index=index)
             return True
     except NotFound:
@@ -276,18 +341,19 @@ def configure_guest_link(netns_path: str, tmp_name: str, ifname: str, mac: str,
             index = _index(ipr, tmp_name)
             if index is None:
                 raise NotFound(f"interface {tmp_name} vanished from the guest")
-            if _index(ipr, ifname) is not None:
-                raise Conflict(f"the guest already has an interface named {ifname}",
-                               hint="pick another --ifname")
             # NOTE: one request: the kernel renames (which needs the link down) and sets MAC
-            # and MTU before it applies the up flag.
+            # and MTU before it applies the up flag. A name already taken is EEXIST.
             changes: dict[str, Any] = {"ifname": ifname, "address": mac, "state": "up"}
             if mtu:
                 changes["mtu"] = mtu
             log.debug("netlink[%s]: set %s %s", netns_path, tmp_name, changes)
             ipr.link("set", index=index, **changes)
+            _remember(netns_path, ifname, index)
             ipr.link("set", index=1, state="up")  # lo is always ifindex 1 in a netns
     except NetlinkError as exc:
+        if exc.code == errno.EEXIST:
+            raise Conflict(f"the guest already has an interface named {ifname}",
+                           hint="pick another --ifname") from exc
         raise _translate(exc, f"cannot configure {ifname} in the guest") from exc
 
 
@@ -295,7 +361,7 @@ def add_address(netns_path: str, ifname: str, iface: ipaddress.IPv4Interface
                 | ipaddress.IPv6Interface) -> None:
     try:
         with _ipr(netns_path) as ipr:
-            index = _require(ipr, ifname)
+            index = _require(ipr, ifname, netns_path)
             kwargs: dict[str, Any] = {"address": str(iface.ip), "prefixlen":
                                       iface.network.prefixlen}
             if iface.version == 6:
@@ -317,7 +383,7 @@ def replace_default_route(netns_path: str, ifname: str, gateway: ipaddress.IPv4A
     default = "0.0.0.0/0" if gateway.version == 4 else "::/0"
     try:
         with _ipr(netns_path) as ipr:
-            index = _require(ipr, ifname)
+            index = _require(ipr, ifname, netns_path)
             if on_link:
                 host = f"{gateway}/{gateway.max_prefixlen}"
                 log.debug("netlink[%s]: route replace %s dev %s", netns_path, host, ifname)
@@ -339,8 +405,8 @@ def default_routes(netns_path: str) -> list[dict[str, Any]]:
         return out
 
 
-def _require(ipr: IPRoute, name: str) -> int:
-    index = _index(ipr, name)
+def _require(ipr: IPRoute, name: str, path: str | None = None) -> int:
+    index = _index(ipr, name, path)
     if index is None:
         raise NotFound(f"interface {name} does not exist in the guest")
     return index
@@ -383,14 +449,21 @@ def disable_tx_offload(name: str, netns_path: str | None = None) -> None:
     with partial checksums; OVS forwards them unfixed, so UDP (DHCP offers) is dropped.
     """
 
+    def off(sock: socket.socket) -> None:
+        if _ethtool_value(sock, name, _ETHTOOL_GTXCSUM):
+            log.debug("ethtool[%s]: %s tx off", netns_path or "current", name)
+            _ethtool_value(sock, name, _ETHTOOL_STXCSUM, 0)
+
     def body() -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            if _ethtool_value(sock, name, _ETHTOOL_GTXCSUM):
-                log.debug("ethtool[%s]: %s tx off", netns_path or "current", name)
-                _ethtool_value(sock, name, _ETHTOOL_STXCSUM, 0)
+            off(sock)
 
     try:
-        in_netns(netns_path, body)
+        kit = _kit(netns_path) if netns_path is not None else None
+        if kit is not None and kit.inet is not None:
+            off(kit.inet)  # the session's socket lives in that netns already
+        else:
+            in_netns(netns_path, body)
     except OvsbridgeError:
         raise
     except OSError as exc:
@@ -414,7 +487,12 @@ def gratuitous_arp(netns_path: str, ifname: str, ip: ipaddress.IPv4Address, mac:
             sock.send(packet)
 
     try:
-        in_netns(netns_path, body)
+        kit = _kit(netns_path)
+        if kit is not None and kit.packet is not None:
+            kit.packet.bind((ifname, 0))  # the session's raw socket lives in that netns
+            kit.packet.send(packet)
+        else:
+            in_netns(netns_path, body)
     except OSError as exc:
         log.warning("gratuitous ARP for %s on %s failed: %s", ip, ifname, exc)
 

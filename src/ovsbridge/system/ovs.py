@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ovsbridge.errors import EnvironmentProblem, NotFound, OperationFailed
+from ovsbridge.errors import EnvironmentProblem, NotFound, OperationFailed, VswitchdNotApplied
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Ovs:
     """One OVSDB, reached through ovs-vsctl (``db`` as ``ovs-vsctl --db``)."""
 
     db: str | None = None
-    timeout: int = 10
+    timeout: int = 5  # seconds: ovs-vsctl's own alarm for the whole call
 
     def _argv(self, commands: Sequence[Command]) -> list[str]:
         binary = shutil.which("ovs-vsctl")
@@ -91,7 +91,9 @@ class Ovs:
         log.debug("ovs-vsctl: %s", " ".join(argv[1:]))
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, check=False,
-                                  env=_c_locale())
+                                  env=_c_locale(), timeout=self.timeout + 5)
+        except subprocess.TimeoutExpired as exc:
+            raise self._alarm_cause(self.db or "the default OVSDB socket") from exc
         except OSError as exc:
             raise EnvironmentProblem(f"cannot run ovs-vsctl: {exc}") from exc
         if proc.returncode not in tuple(ok_codes):
@@ -103,18 +105,45 @@ class Ovs:
         first = text[-1] if text else f"exit code {proc.returncode}"
         first = first.removeprefix("ovs-vsctl: ")
         lowered = first.lower()
-        where = self.db or "the default OVSDB socket"
-        if "database connection failed" in lowered or "timed out" in lowered or (
-            proc.returncode == 142
-        ):
+        from ovsbridge.system import ovsdb
+
+        where = self.db or ovsdb.default_target()
+        # NOTE: ovs-vsctl arms alarm(--timeout) for the whole run; when it fires (exit 142,
+        # "terminating with signal 14 (Alarm clock)") it was either waiting for ovs-vswitchd
+        # to apply a committed change or for a silent ovsdb-server. One quick OVSDB probe
+        # tells which.
+        if proc.returncode in (142, -14) or "alarm clock" in lowered:
+            return self._alarm_cause(where)
+        if "database connection failed" in lowered:
             return EnvironmentProblem(
-                f"cannot reach OVS at {where}: {first}",
+                f"ovsdb-server is not running at {where}",
                 hint="start Open vSwitch (ovs-ctl start) or pass --db / OVSBRIDGE_DB",
+            )
+        if "timed out" in lowered:
+            return EnvironmentProblem(
+                f"ovsdb-server at {where} does not answer",
+                hint="check ovsdb-server or restart Open vSwitch (ovs-ctl restart)",
             )
         if "no bridge named" in lowered:
             return NotFound(f"OVS says: {first}",
                             hint="create it with 'ovsbridge setup-bridge' or --create-bridge")
         return OperationFailed(f"OVS refused the change: {first}")
+
+    def _alarm_cause(self, where: str) -> EnvironmentProblem:
+        from ovsbridge.system import ovsdb
+
+        probe = ovsdb.OvsdbClient(self.db, timeout=1.0)
+        try:
+            probe.select("Open_vSwitch", [], ["cur_cfg"])
+        except EnvironmentProblem as exc:
+            return exc
+        finally:
+            probe.close()
+        return VswitchdNotApplied(
+            "ovs-vswitchd is not running (the change was not applied)",
+            hint="start Open vSwitch (ovs-ctl start); ovs-vswitchd applies the change when "
+                 "it comes back", db=where,
+        )
 
     def transact(self, *commands: Command) -> None:
         if commands:
