@@ -283,6 +283,7 @@ def test_ps_json_has_exactly_the_documented_keys(bridge, make_container, ovsbrid
         "trunks",
         "rate_limit",
         "burst",
+        "ovn",
     }
     row = rows[0]
     assert row["address_details"] == [{"address": "198.51.100.91/24", "origin": "static"}]
