@@ -6,7 +6,6 @@ administered unicast. No PID, clock or random value goes into a name.
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 IFNAMSIZ_MAX = 15
@@ -16,6 +15,8 @@ OWNER = "ovsbridge"
 
 
 def _digest(*parts: str) -> str:
+    import hashlib  # NOTE: here, not at the top: the CLI's daemon path never hashes
+
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
@@ -45,6 +46,8 @@ def pipework_mac(text: str) -> str:
     first word of exactly ``-n`` as "no newline" and expands backslash escapes (see
     ``dash_echo``). Glob characters are taken literally, as when no file matches them.
     """
+    import hashlib
+
     digest = hashlib.md5(dash_echo(_IFS_RUN.split(text))).hexdigest()
     return "02:" + ":".join(digest[i : i + 2] for i in range(0, 10, 2))
 
