@@ -111,7 +111,11 @@ class FakeBackend:
         return [p for p in self.w.ports.values() if (bridge is None or p.bridge == bridge)
                 and all(p.external_ids.get(k) == v for k, v in (match or {}).items())]
 
-    def add_ports(self, bridge: str, ports: list[NewPort], pin_mtu: int | None) -> None:
+    def wait_applied(self, token: int) -> None:
+        self._maybe_fail("wait_applied")
+
+    def add_ports(self, bridge: str, ports: list[NewPort], pin_mtu: int | None,
+                  wait: bool = True) -> int | None:
         self._maybe_fail("add_port")
         for port in ports:
             if port.name in self.w.ports:
@@ -125,6 +129,7 @@ class FakeBackend:
                 policing_rate=int(cols["ingress_policing_rate"])
                 if "ingress_policing_rate" in cols else None,
                 qos=f"qos-{port.qos_max_rate}" if port.qos_max_rate else None)
+        return None if wait else 1
 
     def session(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()

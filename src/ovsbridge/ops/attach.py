@@ -127,6 +127,7 @@ class _Work:
     host_name: str = ""
     status: str = "attached"
     port: NewPort | None = None
+    applied: int | None = None  # token: the port is in OVSDB, vswitchd may still apply it
     ovn: ovn_ops.OvnAttachment | None = None
     outcome: Any = None  # AttachResult | OvsbridgeError once finished
 
@@ -375,7 +376,8 @@ def _add_ports(backend: Backend, bridge: BridgeInfo, works: list[_Work],
         # the host's own MTU.
         pin = bridge.mtu
     try:
-        backend.add_ports(bridge.name, [w.port for w in works if w.port], pin)
+        token = backend.add_ports(bridge.name, [w.port for w in works if w.port], pin,
+                                  wait=False)
     except Exception as exc:
         if len(works) == 1 or isinstance(exc, EnvironmentProblem):
             # NOTE: OVS unreachable (or vswitchd not applying) fails every port alike:
@@ -386,13 +388,14 @@ def _add_ports(backend: Backend, bridge: BridgeInfo, works: list[_Work],
         for work in works:
             try:
                 assert work.port is not None
-                backend.add_ports(bridge.name, [work.port], pin)
+                work.applied = backend.add_ports(bridge.name, [work.port], pin, wait=False)
             except Exception as one:
                 fail(work, one)
                 continue
             _port_added(backend, work, fail)
         return
     for work in works:
+        work.applied = token
         _port_added(backend, work, fail)
 
 
@@ -410,12 +413,23 @@ def _configure(backend: Backend, work: _Work) -> AttachResult:
     """Addresses, routes, announcements or DHCP; then mark the attachment ready."""
     req, undo, guest = work.req, work.undo, work.guest
     assert guest is not None
+
+    def datapath() -> None:
+        # NOTE: the port went into OVSDB without waiting for ovs-vswitchd: the guest's
+        # addresses and routes are set meanwhile; anything that sends a packet (an
+        # announcement, DHCP, RAs, OVN binding) and "ready" wait for vswitchd first.
+        if work.applied is not None:
+            backend.wait_applied(work.applied)
+            work.applied = None
+
     if work.ovn:
+        datapath()
         ovn_ops.attach_bound(backend, work.ovn, work.host_name, undo)
     addresses = tuple(str(s) for s in req.plan.statics)
     lease_json: dict[str, Any] | None = None
     if req.plan.statics:
-        _apply_statics(backend, undo, guest, req, work.mac)
+        _apply_statics(backend, undo, guest, req, work.mac, datapath)
+    datapath()
     if "dhcp" in req.plan.dynamic:
         lease_json = _apply_dhcp(backend, undo, guest, req, work.mac)
         addresses = (str(lease_json["address"]), *addresses)
@@ -456,7 +470,7 @@ def _rebuild(backend: Backend, req: AttachRequest, guest: Guest) -> None:
 
 
 def _apply_statics(backend: Backend, undo: UndoStack, guest: Guest, req: AttachRequest,
-                   mac: str) -> None:
+                   mac: str, datapath: Callable[[], None] = lambda: None) -> None:
     for item in req.plan.statics:
         backend.add_address(guest.netns_path, req.ifname, item.interface)
     undo.step_done("addresses")
@@ -464,6 +478,7 @@ def _apply_statics(backend: Backend, undo: UndoStack, guest: Guest, req: AttachR
         if item.gateway is not None:
             _replace_default(backend, undo, guest, req.ifname, item)
     undo.step_done("routes")
+    datapath()
     for item in req.plan.statics:
         if item.version == 4:
             backend.announce(guest.netns_path, req.ifname, item.interface, mac)

@@ -89,9 +89,12 @@ class Backend(Protocol):
               match: dict[str, str] | None = None) -> list[OvsPort]:
         """Ports (of BRIDGE, or all) whose Interface external_ids include every MATCH pair."""
         ...
-    def add_ports(self, bridge: str, ports: list[NewPort], pin_mtu: int | None) -> None:
-        """Add PORTS to BRIDGE in one transaction; PIN_MTU sets the bridge's mtu_request."""
+    def add_ports(self, bridge: str, ports: list[NewPort], pin_mtu: int | None,
+                  wait: bool = True) -> int | None:
+        """Add PORTS to BRIDGE in one transaction; PIN_MTU sets the bridge's mtu_request.
+        Without WAIT, a token for ``wait_applied`` (vswitchd applies it meanwhile)."""
         ...
+    def wait_applied(self, token: int) -> None: ...
     def del_ports(self, ports: list[str]) -> None: ...
 
     def session(self) -> AbstractContextManager[None]:

@@ -121,18 +121,23 @@ class RealBackend:
                  vlan: int | None) -> None:
         self.add_ports(bridge, [NewPort(port, dict(external_ids), vlan)], None)
 
-    def add_ports(self, bridge: str, ports: list[NewPort], pin_mtu: int | None) -> None:
+    def add_ports(self, bridge: str, ports: list[NewPort], pin_mtu: int | None,
+                  wait: bool = True) -> int | None:
         """PORTS onto BRIDGE (and PIN_MTU on the bridge's own port) in ONE transaction.
 
-        Applied by ovs-vswitchd before this returns; if it does not apply them in time the
-        rows are taken out again and VswitchdNotApplied raised, so no port is left behind.
+        With WAIT, applied by ovs-vswitchd before this returns; if it does not apply them in
+        time the rows are taken out again and VswitchdNotApplied raised, so no port is left
+        behind. Without, returns the token for ``wait_applied`` (the caller's undo removes
+        the ports if vswitchd never applies them).
         """
         if not ports and pin_mtu is None:
-            return
+            return None
         ops = ovsdb.add_ports_ops(bridge, [(p.name, p.external_ids, p.vlan) for p in ports],
                                   pin_mtu)
         ops += _port_features(ops, ports)
         try:
+            if not wait:
+                return self.db.transact_deferred(ops)[1]
             self.db.transact(ops)
         except VswitchdNotApplied:
             names = [p.name for p in ports]
@@ -145,6 +150,11 @@ class RealBackend:
                                hint="create it with 'ovsbridge setup-bridge' or "
                                     "--create-bridge") from exc
             raise
+        return None
+
+    def wait_applied(self, token: int) -> None:
+        """Until ovs-vswitchd has applied the change that returned TOKEN (add_ports)."""
+        self.db.wait_applied(token)
 
     def _remove_port_rows(self, names: list[str]) -> None:
         uuids = ovsdb.port_uuids(self.db, names)

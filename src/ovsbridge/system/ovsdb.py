@@ -359,6 +359,19 @@ class OvsdbClient:
             results = results[: len(operations)]
         return [decode_row(r) for r in results]
 
+    def transact_deferred(self, operations: Sequence[dict[str, Any]]
+                          ) -> tuple[list[dict[str, Any]], int]:
+        """Like ``transact(wait=True)`` but without waiting: the results and the next_cfg to
+        hand to ``wait_applied`` later (the caller overlaps other work with vswitchd's)."""
+        ops = [*operations,
+               {"op": "mutate", "table": DB_NAME, "where": [],
+                "mutations": [["next_cfg", "+=", 1]]},
+               {"op": "select", "table": DB_NAME, "where": [], "columns": ["next_cfg"]}]
+        results = self._transact_raw(ops, idempotent=False)
+        rows = results[-1].get("rows") or [{}]
+        return [decode_row(r) for r in results[: len(operations)]], int(
+            rows[0].get("next_cfg", 0))
+
     def wait_applied(self, next_cfg: int) -> None:
         """Block until Open_vSwitch.cur_cfg >= NEXT_CFG (ovs-vswitchd caught up)."""
         # NOTE: an OVSDB "wait" is re-evaluated by ovsdb-server at every commit until it
