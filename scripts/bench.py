@@ -54,7 +54,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
-PIPEWORK = Path(os.environ.get("OVSBRIDGE_PIPEWORK", "/work/shared/peers/pipework/pipework"))
+# The real pipework script lives in shared/ beside the repository (../shared/peers/pipework).
+PIPEWORK = Path(os.environ.get("OVSBRIDGE_PIPEWORK") or Path(__file__).resolve().parents[2]
+                / "shared" / "peers" / "pipework" / "pipework")
 IMAGE = os.environ.get("OVSBRIDGE_TEST_IMAGE") or "ovsbridge-test:busybox"
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 BLOG_LOOP = (
