@@ -18,6 +18,7 @@ if building the new one fails, the old one is rebuilt from the request it record
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -168,7 +169,11 @@ def attach_many(backend: Backend, requests: Sequence[AttachRequest],
         error = work.undo.fail(exc)
         finish(work, _domain(error))
 
+    # NOTE: one attach runs both phases in this thread: one session serves them (every
+    # netlink socket set is made once); in bulk, each worker thread opens its own.
+    outer = backend.session() if len(works) == 1 else contextlib.nullcontext()
     try:
+        outer.__enter__()
         bridges = _bridges(backend, works, bridge_undo, fail)
 
         def prepare(work: _Work) -> None:
@@ -207,6 +212,8 @@ def attach_many(backend: Backend, requests: Sequence[AttachRequest],
                 work.locks.close()
         bridge_undo.unwind()
         raise exc from None
+    finally:
+        outer.__exit__(None, None, None)
     return [w.outcome for w in works]
 
 
