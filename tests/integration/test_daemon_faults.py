@@ -223,20 +223,20 @@ def test_missing_directories_are_made_private(base: Path) -> None:
         assert daemon_client.stop(paths) == pid
 
 
-def test_in_process_attach_refuses_an_unsafe_run_dir_and_leaves_nothing(
+def test_in_process_attach_refuses_an_unsafe_lock_dir_and_leaves_nothing(
     base: Path, bridge, make_container, ovsbridge
 ) -> None:
-    """The per-guest lock files live in the run dir too: never in one others can write."""
-    run_dir = base / "run"
+    """The per-guest lock files (one directory for the machine): never in one others can
+    write."""
+    run_dir = base / "locks"
     run_dir.mkdir()
     os.chmod(run_dir, 0o1777)
     box = make_container()
-    env = {"OVSBRIDGE_RUN_DIR": str(run_dir), "OVSBRIDGE_STATE_DIR": str(base / "state"),
-           "OVSBRIDGE_NO_DAEMON": "1"}
+    env = {"OVSBRIDGE_LOCK_DIR": str(run_dir), "OVSBRIDGE_NO_DAEMON": "1"}
     result = ovsbridge("attach", bridge, box.name, "198.51.100.71/24", env=env)
     lines = result.stderr.splitlines()
     assert result.returncode == 5 and len(lines) == 1, result.stderr
-    assert "refusing the run directory" in lines[0] and "everyone can write it" in lines[0]
+    assert "refusing the lock directory" in lines[0] and "everyone can write it" in lines[0]
     assert os.stat(run_dir).st_mode & 0o7777 == 0o1777 and os.listdir(run_dir) == []
     assert ovs_ports(bridge) == set()
     assert naming.host_ifname(box.id, "eth1") not in root_links()
