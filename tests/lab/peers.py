@@ -58,8 +58,24 @@ def pipework(*argv: str, path_prefix: str | None = None, path: str | None = None
         env["PATH"] = f"{path_prefix}:{env.get('PATH', '')}"
     if path:
         env["PATH"] = path
-    return subprocess.run(["/bin/sh", str(need_pipework()), *argv], capture_output=True,
-                          text=True, timeout=timeout, env=env, check=False)
+    before = _netns_links()
+    try:
+        return subprocess.run(["/bin/sh", str(need_pipework()), *argv], capture_output=True,
+                              text=True, timeout=timeout, env=env, check=False)
+    finally:
+        # NOTE: pipework links /var/run/netns/PID to the guest's /proc/PID/ns/net and leaves
+        # the link behind: remove the ones this call made (symlinks named by a pid only).
+        for name in _netns_links() - before:
+            link = Path("/var/run/netns") / name
+            if name.isdigit() and os.readlink(link) == f"/proc/{name}/ns/net":
+                link.unlink()
+
+
+def _netns_links() -> set[str]:
+    try:
+        return {p.name for p in Path("/var/run/netns").iterdir() if p.is_symlink()}
+    except FileNotFoundError:
+        return set()
 
 
 def ovs_docker(*argv: str) -> subprocess.CompletedProcess[str]:
