@@ -67,7 +67,12 @@ def pipework(args: tuple[str, ...]) -> None:
     fields = dict(parsed.fields)
     fields["guest"] = _guest(parsed.guest)
     if parsed.client in ("dhcp", "udhcpc", "dhcpcd") and "hostname" not in fields:
-        fields["hostname"] = parsed.guest  # pipework sends -x hostname:GUESTNAME
+        from ovsbridge.dnsname import is_hostname
+
+        # pipework sends -x hostname:GUESTNAME; a name that is no valid hostname (a 64-hex
+        # container id) is left to attach's default (the container's name, made valid)
+        if is_hostname(parsed.guest):
+            fields["hostname"] = parsed.guest
     for note in parsed.notes:
         app().render.note(f"note: {note}")
     run_attach(fields)
