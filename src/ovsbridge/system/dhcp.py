@@ -50,10 +50,7 @@ from ovsbridge.errors import (
     OperationFailed,
     OvsbridgeError,
 )
-from ovsbridge.system.nsthread import (
-    arun_in_netns,
-    run_in_netns,
-)
+from ovsbridge.system.nsthread import arun_in_netns, guest_index, run_in_netns
 from ovsbridge.system.resolvconf import HOST_RESOLV_CONF  # noqa: F401 - part of this API
 
 log = logging.getLogger(__name__)
@@ -1008,10 +1005,7 @@ def _apply_in_netns(ifname: str, lease: Lease, default_route: bool, previous: Le
     from pyroute2.netlink.exceptions import NetlinkError
 
     with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            raise GuestGone(f"interface {ifname} does not exist in the guest's netns")
-        index = found[0]
+        index = guest_index(ipr, ifname)
         if previous is not None and previous.address != lease.address:
             _del_addr(ipr, index, previous.address)
         lft = lease.remaining()

@@ -41,7 +41,7 @@ from ovsbridge.errors import (
     OvsbridgeError,
 )
 from ovsbridge.system.dhcp import LeaseRefused  # the keeper handles both families alike
-from ovsbridge.system.nsthread import arun_in_netns, run_in_netns
+from ovsbridge.system.nsthread import arun_in_netns, guest_index, run_in_netns
 
 log = logging.getLogger(__name__)
 
@@ -476,10 +476,7 @@ def _link_local_ready(ifname: str, deadline: float) -> int:
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            raise GuestGone(f"interface {ifname} does not exist in the guest's netns")
-        index = int(found[0])
+        index = guest_index(ipr, ifname)
         while True:
             for msg in ipr.get_addr(index=index, family=socket.AF_INET6):
                 flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
@@ -654,10 +651,7 @@ def _apply_in_netns(ifname: str, lease: Lease6, previous: Lease6 | None, wait_da
     from pyroute2.netlink.exceptions import NetlinkError
 
     with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            raise GuestGone(f"interface {ifname} does not exist in the guest's netns")
-        index = found[0]
+        index = guest_index(ipr, ifname)
         if previous is not None and previous.ip != lease.ip:
             _del_addr(ipr, index, previous.ip)
         valid = lease.remaining()

@@ -138,3 +138,12 @@ def _close_quietly(obj: Any) -> None:
     if callable(close):
         with contextlib.suppress(OSError):
             close()
+
+
+def guest_index(ipr: Any, ifname: str) -> int:
+    """IFNAME's ifindex through IPR (a netlink socket in the guest's netns); GuestGone when
+    the guest has no such interface (any more)."""
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise GuestGone(f"interface {ifname} does not exist in the guest's netns")
+    return int(found[0])

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Interface
 from typing import Final
 
-from ovsbridge.errors import GuestGone, OperationFailed
-from ovsbridge.system.nsthread import run_in_netns
+from ovsbridge.errors import OperationFailed
+from ovsbridge.system.nsthread import guest_index, run_in_netns
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +158,7 @@ def _state(ifname: str) -> tuple[list[tuple[str, int, int]], str | None]:
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            raise GuestGone(f"interface {ifname} does not exist in the guest's netns")
-        index = found[0]
+        index = guest_index(ipr, ifname)
         addrs = []
         for msg in ipr.get_addr(index=index, family=socket.AF_INET6):
             flags = int(msg.get_attr("IFA_FLAGS") or msg["flags"])
