@@ -42,7 +42,9 @@ box_maker = private_docker.box_maker
 
 
 @pytest.fixture(autouse=True)
-def _docker_host(private_dockerd: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+def _docker_host(private_dockerd: Any, monkeypatch: pytest.MonkeyPatch, home: Any) -> str:
+    """DOCKER_HOST: the private dockerd; a daemon home per test, so a daemon the CLI starts
+    talks to this dockerd and is gone after the test (the session's serves the system one)."""
     host: str = private_dockerd.host
     monkeypatch.setenv("DOCKER_HOST", host)
     return host

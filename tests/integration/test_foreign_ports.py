@@ -25,11 +25,11 @@ box_maker = private_docker.box_maker
 
 
 @pytest.fixture(autouse=True)
-def _docker_host(private_dockerd: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+def _docker_host(private_dockerd: Any, monkeypatch: pytest.MonkeyPatch, home: Any) -> str:
+    """DOCKER_HOST: the private dockerd; a daemon home per test, so a daemon the CLI starts
+    talks to this dockerd and is gone after the test."""
     host: str = private_dockerd.host
     monkeypatch.setenv("DOCKER_HOST", host)
-    # NOTE: in-process: a session daemon started by another module talks to another dockerd
-    monkeypatch.setenv("OVSBRIDGE_NO_DAEMON", "1")
     return host
 
 

@@ -287,3 +287,16 @@ def test_cli_status_renders_leases_and_exits_3_without_a_daemon(
                                 "RENEWAL"]
     assert "web1" in lines[2] and "203.0.113.10/24" in lines[2] and "(in 50s)" in lines[2]
     assert lines[-1] == 'extra: {"containers": 2}'
+
+
+def test_the_docker_endpoint_a_daemon_serves_leaves_the_default_spelt_out(monkeypatch):
+    from ovsbridge.system.daemon_client import docker_endpoint
+
+    for key in ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"):
+        monkeypatch.delenv(key, raising=False)
+    assert docker_endpoint() == {}
+    monkeypatch.setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
+    assert docker_endpoint() == {}
+    monkeypatch.setenv("DOCKER_HOST", "unix:///tmp/other.sock")
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "")
+    assert docker_endpoint() == {"DOCKER_HOST": "unix:///tmp/other.sock"}

@@ -149,22 +149,34 @@ def in_daemon_backends(daemon: Any, loop: Any, db: str | None) -> tuple[Any, Any
 
 
 def plugin(daemon: Any) -> None:
-    """Daemon plugin: serve the engine's ops for callers in our netns and on our OVSDB."""
+    """Daemon plugin: serve the engine's ops for callers in our netns, on our OVSDB and
+    with our Docker (a caller with another DOCKER_HOST must not get our containers)."""
     import asyncio
     import os
 
     from ovsbridge.errors import WrongDaemon
+    from ovsbridge.system.daemon_client import docker_endpoint
 
     db = os.environ.get("OVSBRIDGE_DB") or None
     netns = os.stat("/proc/self/ns/net").st_ino
+    docker = docker_endpoint()
+
+    def wrong(request: dict[str, Any]) -> str | None:
+        """Why this daemon must not serve REQUEST, or None."""
+        if request.get("netns") != netns or (request.get("db") or None) != db:
+            return (f"this daemon serves netns {netns} and OVSDB {db or 'default'}, not "
+                    f"netns {request.get('netns')} and OVSDB {request.get('db') or 'default'}")
+        if (request.get("docker") or {}) != docker:
+            theirs = (request.get("docker") or {}).get("DOCKER_HOST") or "the default"
+            return (f"this daemon uses Docker at {docker.get('DOCKER_HOST') or 'the default'}"
+                    f", not {theirs}")
+        return None
 
     def handler(op: str) -> Any:
         async def handle(request: dict[str, Any], emit: Emit) -> Any:
-            if request.get("netns") != netns or (request.get("db") or None) != db:
-                raise WrongDaemon(
-                    f"this daemon serves netns {netns} and OVSDB {db or 'default'}, not "
-                    f"netns {request.get('netns')} and OVSDB {request.get('db') or 'default'}",
-                    hint="the command runs in-process instead")
+            reason = wrong(request)
+            if reason is not None:
+                raise WrongDaemon(reason, hint="the command runs in-process instead")
             payload = request.get("payload")
             if not isinstance(payload, dict):
                 raise BadInput("request field 'payload' must be an object")

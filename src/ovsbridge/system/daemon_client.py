@@ -55,6 +55,19 @@ _spawned: dict[int, subprocess.Popen[bytes]] = {}
 
 
 
+# The environment the docker SDK reads (docker.from_env): a daemon looks guests up in the
+# Docker these name, so it serves only callers that name the same one.
+DOCKER_ENV = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
+
+
+def docker_endpoint() -> dict[str, str]:
+    """This process's Docker, as the docker SDK would find it (unset variables left out)."""
+    found = {key: os.environ[key] for key in DOCKER_ENV if os.environ.get(key)}
+    if found.get("DOCKER_HOST") in ("unix:///var/run/docker.sock", "unix://var/run/docker.sock"):
+        del found["DOCKER_HOST"]  # the default, spelt out
+    return found
+
+
 def paths() -> DaemonPaths:
     """Where the daemon lives (the one place paths are resolved: ovsbridge.paths)."""
     return daemon_paths()
@@ -134,14 +147,16 @@ def engine(op: str, payload: dict[str, Any], *, db: str | None,
            timeout: float = ENGINE_TIMEOUT) -> Any:
     """Have the daemon run engine op OP; ON_PROGRESS(progress) for each progress line.
 
-    DaemonNotRunning when none answers, WrongDaemon when it serves another netns or OVSDB;
+    DaemonNotRunning when none answers, WrongDaemon when it serves another netns, OVSDB or
+    Docker;
     a daemon that dies mid-request is OperationFailed (exit 1): the request is never sent
     twice.
     """
     where = where or paths()
     sock = _connect(where, 5.0)
     request_line = json.dumps({"op": op, "payload": payload, "db": db,
-                               "netns": os.stat("/proc/thread-self/ns/net").st_ino})
+                               "netns": os.stat("/proc/thread-self/ns/net").st_ino,
+                               "docker": docker_endpoint()})
     try:
         sock.settimeout(timeout)
         sock.sendall(request_line.encode() + b"\n")

@@ -45,6 +45,7 @@ def inspect_container(ref: str) -> dict[str, Any] | None:
     """The container's inspect document, or None when Docker has no such container."""
     from docker.errors import APIError, DockerException
     from docker.errors import NotFound as DockerNotFound
+    from requests.exceptions import RequestException
 
     client = _client()
     try:
@@ -54,9 +55,11 @@ def inspect_container(ref: str) -> dict[str, Any] | None:
         return None
     except APIError as exc:
         raise EnvironmentProblem(f"Docker refused to inspect {ref!r}: {exc.explanation}") from exc
-    except DockerException as exc:
+    except (DockerException, RequestException) as exc:
+        # NOTE: a warm client whose dockerd went away raises requests' ConnectionError, which
+        # is no DockerException.
         raise EnvironmentProblem(f"cannot reach Docker: {exc}",
-                                 hint="start dockerd, or set DOCKER_HOST") from exc
+                                 hint="start dockerd, or set DOCKER_HOST to its socket") from exc
 
 
 def resolve_guest(spec: GuestSpec) -> Guest:
