@@ -210,13 +210,14 @@ def test_leak_check_finds_a_detached_process_the_session_started(lab_session: Se
     try:
         leaks = find_leaks(lab_session, Inventory.take())
     finally:
-        orphans = lab_session.descendants()
-        lab_session.stop_descendants()
+        # NOTE: the session's own daemon (the CLI of earlier tests started it) is no orphan
+        orphans = lab_session.descendants(own_daemon=False)
+        lab_session.stop_descendants(own_daemon=False)
 
     assert [cmd for cmd in orphans.values()] == ["sleep 1000"]
     assert any("'sleep 1000'" in line and "started during the session" in line for line in leaks)
     assert all(wait_until_dead(pid) for pid in orphans)
-    assert lab_session.descendants() == {}
+    assert lab_session.descendants(own_daemon=False) == {}
 
 
 def test_guard_refuses_test_networks_in_the_root_netns() -> None:

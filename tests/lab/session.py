@@ -85,8 +85,9 @@ class Session:
         self.registry.unlink(missing_ok=True)
         os.environ.pop(SESSION_ENV, None)
 
-    def descendants(self) -> dict[int, str]:
-        """Live processes (other than pytest itself) carrying this session's marker."""
+    def descendants(self, own_daemon: bool = True) -> dict[int, str]:
+        """Live processes (other than pytest itself) carrying this session's marker; without
+        the session's own ovsbridge daemon unless OWN_DAEMON."""
         needle = f"{SESSION_ENV}={self.marker}".encode()
         found: dict[int, str] = {}
         for entry in Path("/proc").iterdir():
@@ -100,11 +101,16 @@ class Session:
             except OSError:
                 continue
             found[int(entry.name)] = cmdline.decode(errors="replace")[:120]
+        if not own_daemon:
+            home = os.environ.get("OVSBRIDGE_RUN_DIR")
+            found = {pid: cmd for pid, cmd in found.items()
+                     if not _session_daemon(pid, cmd, home)}
         return found
 
-    def stop_descendants(self) -> None:
-        """Stop, by PID, every process this session started and left running."""
-        for pid in self.descendants():
+    def stop_descendants(self, own_daemon: bool = True) -> None:
+        """Stop, by PID, every process this session started and left running (but the
+        session's own daemon, which the session stops itself, unless OWN_DAEMON)."""
+        for pid in self.descendants(own_daemon):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -278,8 +284,22 @@ def find_leaks(session: Session, baseline: Inventory, mode: str | None = None) -
     home = os.environ.get("OVSBRIDGE_RUN_DIR")
     for pid, cmdline in sorted(session.descendants().items()):
         if pid not in reported and not _session_daemon(pid, cmdline, home):
-            leaks.append(f"process {cmdline!r} (pid {pid}) started during the session")
+            where = _run_dir(pid) if "ovsbridge daemon run" in cmdline else None
+            leaks.append(f"process {cmdline!r} (pid {pid}) started during the session"
+                         + (f" (its OVSBRIDGE_RUN_DIR: {where})" if where else ""))
     return leaks
+
+
+def _run_dir(pid: int) -> str | None:
+    """The OVSBRIDGE_RUN_DIR a daemon was started with (to tell which test left it)."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for item in env:
+        if item.startswith(b"OVSBRIDGE_RUN_DIR="):
+            return item.split(b"=", 1)[1].decode(errors="replace")
+    return None
 
 
 def _session_daemon(pid: int, cmdline: str, home: str | None) -> bool:
