@@ -241,3 +241,20 @@ def test_guard_sees_test_addresses_and_routes(make_netns) -> None:
     assert any("route 203.0.113.0/25 (table 100" in line for line in found), found
     assert any("address 2001:db8::9/128 on lo" in line for line in found), found
     assert not any("127.0.0.1" in line or "::1/128" in line for line in found), found
+
+
+def test_a_daemon_a_cli_spawned_late_is_still_stopped_with_its_home(home) -> None:
+    # The CLI returns as soon as it spawned the daemon: the test may end before the daemon
+    # made its lock file. The home's teardown must wait for it and stop it by PID.
+    import sys
+
+    from lab.daemon_home import home_processes, stop_home_daemon
+
+    # detached, as the CLI's own spawn is: not our child
+    subprocess.run(["setsid", "-f", "sh", "-c",
+                    f"sleep 1; exec {sys.executable} -m ovsbridge daemon run"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert home_processes(home)
+    assert home.pid() is None and not Path(home.paths.lock).exists()
+    stop_home_daemon(home)
+    assert home_processes(home) == []

@@ -75,13 +75,38 @@ def kill_daemon(pid: int, sig: int) -> None:
     _wait_pid_gone(pid)
 
 
+def home_processes(home: DaemonHome) -> list[int]:
+    """PIDs of every ``ovsbridge daemon run`` started for HOME (its OVSBRIDGE_RUN_DIR is in
+    their environment): also one a CLI spawned that has not taken its lock yet."""
+    needle = f"OVSBRIDGE_RUN_DIR={home.paths.run_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            if b"ovsbridge daemon run" not in cmdline:
+                continue
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 def wait_started(home: DaemonHome, timeout: float = 15.0) -> None:
-    """A daemon that a CLI started in the background may still be coming up: while its lock
-    is held and it does not answer yet, wait (bounded)."""
+    """A daemon that a CLI started in the background may still be coming up: while one of
+    HOME's daemon processes lives (or its lock is held) and none answers yet, wait (bounded).
+
+    NOTE: the CLI returns as soon as it spawned the daemon; under load the daemon may not
+    even have made its lock file when the test ends (CI once leaked one that way)."""
     import fcntl
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and home.pid() is None:
+        if home_processes(home):
+            time.sleep(0.05)
+            continue
         try:
             fd = os.open(home.paths.lock, os.O_RDWR)
         except FileNotFoundError:
@@ -112,6 +137,10 @@ def stop_home_daemon(home: DaemonHome, release: bool = True) -> None:
         raise AssertionError(f"daemon {stray} did not answer; killed")
     assert home.pid() is None
     assert not os.path.exists(home.paths.socket) and not os.path.exists(home.paths.lock)
+    left = home_processes(home)
+    for pid in left:  # ours (started for this home) but never answering: by PID
+        kill_daemon(pid, signal.SIGKILL)
+    assert not left, f"daemon processes {left} of this home never answered; killed"
 
 
 @pytest.fixture
