@@ -1,6 +1,6 @@
-"""``python -m ovsbridge``: the same CLI as the ``ovsbridge`` console script."""
+"""``python -m ovsbridge``: the same entry point as the ``ovsbridge`` console script."""
 
-from ovsbridge.cli import main
+from ovsbridge.client import main
 
 if __name__ == "__main__":
-    main(prog_name="ovsbridge")
+    main()

@@ -7,7 +7,6 @@ daemon path loads no pyroute2, docker or rich.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -144,9 +143,12 @@ def run_attach_requests(requests: Sequence[AttachRequest], *, single: bool,
     """Run REQUESTS as ``ovsbridge attach`` does (daemon or in-process; the same lines, JSON
     and exit codes): every front end that builds AttachRequests ends here."""
     payload: dict[str, Any] = {"requests": [r.to_dict() for r in requests]}
+    from ovsbridge.cli_engine import client_env
+
     for key, env in (("fail_at", FAIL_AT_ENV), ("kill_at", KILL_AT_ENV)):
-        if os.environ.get(env):
-            payload[key] = os.environ[env]  # the test hooks, in both modes
+        value = client_env(env)
+        if value:
+            payload[key] = value  # the test hooks, in every mode
     _run_bulk("attach", payload, [str(r.guest) for r in requests], single, no_daemon,
               _attach_line)
 

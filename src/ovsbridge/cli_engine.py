@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -26,6 +27,29 @@ def _debug(message: str, *args: object) -> None:
 NO_DAEMON_ENV = "OVSBRIDGE_NO_DAEMON"
 NETNS_DIR = "/var/run/netns"
 Progress = Callable[[dict[str, Any]], None]
+# The engine of a command line the daemon runs for a client (ovsbridge.client): run(op,
+# payload, on_progress), and the client's forwarded environment. Per thread: the daemon runs
+# several clients' command lines at once.
+_served = threading.local()
+
+
+@contextlib.contextmanager
+def serving(run: Callable[[str, dict[str, Any], Progress | None], Any],
+            env: dict[str, str]) -> Iterator[None]:
+    """While a daemon thread runs a client's command line: its ops go straight to RUN (this
+    is the daemon), and client_env reads the client's ENV."""
+    _served.run, _served.env = run, env
+    try:
+        yield
+    finally:
+        del _served.run, _served.env
+
+
+def client_env(name: str) -> str | None:
+    """The caller's environment variable NAME (the client's, for a command line served by
+    the daemon; the test hooks are read this way)."""
+    env = getattr(_served, "env", None)
+    return (env if env is not None else os.environ).get(name) or None
 
 
 def daemon_disabled(flag: bool) -> bool:
@@ -36,6 +60,9 @@ def daemon_disabled(flag: bool) -> bool:
 def execute(op: str, payload: dict[str, Any], *, db: str | None, no_daemon: bool,
             on_progress: Progress | None = None) -> Any:
     """Run engine op OP with PAYLOAD (see ovsbridge.daemon.engine); its JSON answer."""
+    served = getattr(_served, "run", None)
+    if served is not None:
+        return served(op, payload, on_progress)  # we are the daemon, running a client's CLI
     from ovsbridge.errors import WrongDaemon
     from ovsbridge.system import daemon_client
 

@@ -8,16 +8,39 @@ here creates a file; the daemon does that, root-only (directories 0700, files 06
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 DEFAULT_RUN_DIR = "/run/ovsbridge"
 DEFAULT_STATE_DIR = "/var/lib/ovsbridge"
 
 
-@dataclass(frozen=True)
 class DaemonPaths:
+    """The run and state directories of one daemon (immutable).
+
+    NOTE: a plain class, not a dataclass: the thin client (ovsbridge.client) imports this
+    module, and importing dataclasses costs more than the rest of that client together.
+    """
+
+    __slots__ = ("run_dir", "state_dir")
     run_dir: str
     state_dir: str
+
+    def __init__(self, run_dir: str, state_dir: str) -> None:
+        object.__setattr__(self, "run_dir", run_dir)
+        object.__setattr__(self, "state_dir", state_dir)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"DaemonPaths is immutable (tried to set {name})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DaemonPaths):
+            return NotImplemented
+        return (self.run_dir, self.state_dir) == (other.run_dir, other.state_dir)
+
+    def __hash__(self) -> int:
+        return hash((self.run_dir, self.state_dir))
+
+    def __repr__(self) -> str:
+        return f"DaemonPaths(run_dir={self.run_dir!r}, state_dir={self.state_dir!r})"
 
     @property
     def socket(self) -> str:

@@ -38,6 +38,10 @@ def test_a_daemon_on_another_docker_never_gets_the_work_of_this_cli(
     result = ok(ovsbridge("-v", "attach", bridge, box.name, "198.51.100.31/24"))
     assert "attach: in-process (this daemon uses Docker at " in result.stderr
     ok(ovsbridge("detach", box.name))
+    # a script's call (the thin client) is refused by that daemon too, and runs here
+    again = ok(ovsbridge("attach", bridge, box.name, "198.51.100.31/24"))
+    assert again.stdout.startswith(f"attached: {box.name} eth1 ")
+    ok(ovsbridge("detach", box.name))
     # A CLI on the daemon's Docker is served by it.
     private = box_maker()
     mine = {"DOCKER_HOST": private_dockerd.host}

@@ -74,6 +74,46 @@ def test_the_cli_uses_the_running_daemon_and_falls_back_without_it(
     assert naming.host_ifname(box.id, "eth1") not in root_links()
 
 
+def run_with_imports(*args: str, env: dict[str, str] | None = None
+                     ) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """The CLI with ``-X importtime``: its result, and every module it imported."""
+    argv = [sys.executable, "-X", "importtime", "-m", "ovsbridge", *args]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
+                            env={**os.environ, **(env or {})})
+    assert result.returncode == 0, result.stderr
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    return result, imported
+
+
+def test_a_script_s_attach_is_run_by_the_daemon_and_the_client_imports_no_click(
+        bridge, home, make_container, ovsbridge, netns_exec):
+    started_daemon(home)
+    box = make_container()
+    result, imported = run_with_imports("attach", bridge, box.name, "198.51.100.24/24")
+    assert result.stdout.startswith(f"attached: {box.name} eth1 ")
+    assert "ovsbridge.client" in imported
+    assert not {"click", "dataclasses", "pyroute2", "docker", "ovsbridge.cli"} & imported
+    assert "198.51.100.24/24" in guest_addresses(netns_exec, box)
+    # its errors: the same one line and exit code as the full CLI's
+    bad = ovsbridge("attach", bridge, box.name, "198.51.100.24/33")
+    local = ovsbridge("attach", bridge, box.name, "198.51.100.24/33", "--no-daemon")
+    assert (bad.returncode, bad.stdout, bad.stderr) == (2, "", local.stderr)
+    ok(ovsbridge("detach", box.name))
+
+
+def test_a_script_on_another_ovsdb_is_never_served_by_this_daemon(
+        bridge, home, make_container, ovsbridge):
+    started_daemon(home)
+    box = make_container()
+    other = {"OVSBRIDGE_DB": "unix:/var/run/openvswitch/db.sock"}  # the default, spelt out
+    result, imported = run_with_imports("attach", bridge, box.name, "198.51.100.25/24",
+                                        env=other)
+    assert result.stdout.startswith(f"attached: {box.name} eth1 ")
+    assert {"ovsbridge.cli", "pyroute2"} <= imported  # refused: the full CLI, in-process
+    ok(ovsbridge("detach", box.name, env=other))
+
+
 def test_no_daemon_flag_and_env_never_start_a_daemon(bridge, home, make_container, ovsbridge):
     a, b = make_container(), make_container()
     ok(ovsbridge("attach", bridge, a.name, "198.51.100.21/24", "--no-daemon"))

@@ -290,7 +290,7 @@ def test_cli_status_renders_leases_and_exits_3_without_a_daemon(
 
 
 def test_the_docker_endpoint_a_daemon_serves_leaves_the_default_spelt_out(monkeypatch):
-    from ovsbridge.system.daemon_client import docker_endpoint
+    from ovsbridge.client import docker_endpoint
 
     for key in ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"):
         monkeypatch.delenv(key, raising=False)

@@ -154,8 +154,8 @@ def plugin(daemon: Any) -> None:
     import asyncio
     import os
 
+    from ovsbridge.client import docker_endpoint
     from ovsbridge.errors import WrongDaemon
-    from ovsbridge.system.daemon_client import docker_endpoint
 
     db = os.environ.get("OVSBRIDGE_DB") or None
     netns = os.stat("/proc/self/ns/net").st_ino
@@ -191,8 +191,40 @@ def plugin(daemon: Any) -> None:
 
         return handle
 
+    async def serve_cli(request: dict[str, Any], emit: Emit) -> Any:
+        """A thin client's whole command line (ovsbridge.client): ``{"exit": CODE}``, its
+        stdout and stderr streamed ahead as ``{"stdout": TEXT}`` / ``{"stderr": TEXT}``."""
+        from ovsbridge.daemon.served_cli import run_command_line
+
+        reason = wrong(request)
+        if reason is not None:
+            raise WrongDaemon(reason, hint="the command runs in-process instead")
+        argv, env = request.get("argv"), request.get("env") or {}
+        if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+            raise BadInput("request field 'argv' must be a list of strings")
+        if not isinstance(env, dict) or not all(
+                isinstance(k, str) and k.startswith("OVSBRIDGE_TEST_") and isinstance(v, str)
+                for k, v in env.items()):
+            raise BadInput("request field 'env' must map OVSBRIDGE_TEST_* names to strings")
+        loop = asyncio.get_running_loop()
+        backend, cleanup_backend = in_daemon_backends(daemon, loop, db)
+
+        def engine_run(op: str, payload: dict[str, Any], on_progress: Any) -> Any:
+            return run(op, payload, backend, cleanup_backend, on_progress)
+
+        def sink(name: str) -> Callable[[str], None]:
+            def send(text: str) -> None:
+                loop.call_soon_threadsafe(emit, {name: text})
+
+            return send
+
+        code = await asyncio.to_thread(run_command_line, argv, env, engine_run,
+                                       sink("stdout"), sink("stderr"))
+        return {"exit": code}
+
     for op in OPS:
         daemon.add_stream_op(op, handler(op))
+    daemon.add_stream_op("cli", serve_cli)
     daemon.add_task("sweep-incomplete", _sweep_at_start)
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import subprocess
 
+from ovsbridge.client import DAEMON_STOPPED_HINT, docker_endpoint, netns_inode
 from ovsbridge.errors import (
     BadInput,
     Conflict,
@@ -53,19 +54,6 @@ ENGINE_TIMEOUT = 900.0
 _spawned: dict[int, subprocess.Popen[bytes]] = {}
 
 
-
-
-# The environment the docker SDK reads (docker.from_env): a daemon looks guests up in the
-# Docker these name, so it serves only callers that name the same one.
-DOCKER_ENV = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
-
-
-def docker_endpoint() -> dict[str, str]:
-    """This process's Docker, as the docker SDK would find it (unset variables left out)."""
-    found = {key: os.environ[key] for key in DOCKER_ENV if os.environ.get(key)}
-    if found.get("DOCKER_HOST") in ("unix:///var/run/docker.sock", "unix://var/run/docker.sock"):
-        del found["DOCKER_HOST"]  # the default, spelt out
-    return found
 
 
 def paths() -> DaemonPaths:
@@ -155,7 +143,7 @@ def engine(op: str, payload: dict[str, Any], *, db: str | None,
     where = where or paths()
     sock = _connect(where, 5.0)
     request_line = json.dumps({"op": op, "payload": payload, "db": db,
-                               "netns": os.stat("/proc/thread-self/ns/net").st_ino,
+                               "netns": netns_inode(),
                                "docker": docker_endpoint()})
     try:
         sock.settimeout(timeout)
@@ -166,9 +154,7 @@ def engine(op: str, payload: dict[str, Any], *, db: str | None,
             if not line:
                 raise OperationFailed(
                     f"the ovsbridge daemon stopped while running {op!r}",
-                    hint="what it had half done is rolled back when the daemon starts again "
-                         "(the next command starts it); check with 'ovsbridge ps', then run "
-                         "the command again")
+                    hint=DAEMON_STOPPED_HINT)
             answer = json.loads(line)
             if "progress" in answer:
                 if on_progress is not None:
