@@ -12,6 +12,7 @@ import errno
 import ipaddress
 import logging
 import os
+import queue
 import socket
 import struct
 import threading
@@ -58,16 +59,45 @@ def in_netns(path: str | None, func: Callable[[], T]) -> T:
     return run_in_netns(path, func)
 
 
+def _send_only_packet_socket() -> socket.socket:
+    """A raw AF_PACKET socket that only sends (protocol 0: no receive hook, so binding or
+    sending never re-hooks it, which waits for an RCU grace period, ~12 ms)."""
+    return socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+
+
+_closing: queue.SimpleQueue[socket.socket] | None = None
+_closing_lock = threading.Lock()
+
+
+def close_later(sock: socket.socket) -> None:
+    """Close SOCK in a background thread: closing an AF_PACKET socket waits for an RCU grace
+    period (~12 ms on this kind of machine), which no attach should wait for."""
+    global _closing
+    with _closing_lock:
+        if _closing is None:
+            _closing = queue.SimpleQueue()
+            threading.Thread(target=_closer, args=(_closing,), name="ovsbridge-close",
+                             daemon=True).start()
+    _closing.put(sock)
+
+
+def _closer(pending: queue.SimpleQueue[socket.socket]) -> None:
+    while True:
+        sock = pending.get()
+        with suppress(OSError):
+            sock.close()
+
+
 def _sockets_in(path: str) -> tuple[int, socket.socket, socket.socket]:
     """In ONE trip into PATH's netns: a NETLINK_ROUTE socket (its fd), an AF_INET socket for
-    ioctls and a raw ARP socket. A socket stays in the netns it was made in, so the rest of
-    the work needs no thread of its own."""
+    ioctls and a send-only raw socket for announcements. A socket stays in the netns it was
+    made in, so the rest of the work needs no thread of its own."""
 
     def body() -> tuple[int, socket.socket, socket.socket]:
         netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)  # 0: NETLINK_ROUTE
         inet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+            packet = _send_only_packet_socket()
         except OSError:
             inet.close()
             netlink.close()
@@ -87,9 +117,10 @@ class _Kit:
     index: dict[str, int] = field(default_factory=dict)
 
     def close(self) -> None:
-        for sock in (self.inet, self.packet):
-            if sock is not None:
-                sock.close()
+        if self.inet is not None:
+            self.inet.close()
+        if self.packet is not None:
+            close_later(self.packet)
         self.ipr.close()
 
 
@@ -482,15 +513,16 @@ def gratuitous_arp(netns_path: str, ifname: str, ip: ipaddress.IPv4Address, mac:
     )
 
     def body() -> None:
-        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806)) as sock:
-            sock.bind((ifname, 0))
-            sock.send(packet)
+        sock = _send_only_packet_socket()
+        try:
+            sock.sendto(packet, (ifname, 0x0806))
+        finally:
+            close_later(sock)
 
     try:
         kit = _kit(netns_path)
         if kit is not None and kit.packet is not None:
-            kit.packet.bind((ifname, 0))  # the session's raw socket lives in that netns
-            kit.packet.send(packet)
+            kit.packet.sendto(packet, (ifname, 0x0806))  # the session's, made in that netns
         else:
             in_netns(netns_path, body)
     except OSError as exc:
