@@ -168,3 +168,39 @@ def test_detach_racing_replace_never_interleaves(bridge, home, make_container, o
     assert failures == []
     ok(ovsbridge("detach", box.name))
     assert port_names(bridge) == set()
+
+
+def test_an_attach_killed_between_creating_and_tagging_its_veth_is_cleaned_up(
+        bridge, home, make_container, ovsbridge):
+    # The kernel takes no ifalias when it creates a link: an attach killed right after the
+    # create leaves an untagged veth (CI's 100-kill run hit it once). Its note in the lock
+    # file is the proof cleanup needs; an untagged veth of the same shape without a note is
+    # never touched (nothing is deleted by its name alone).
+    import os
+
+    from ovsbridge.system import locks
+
+    killed, control = make_container(), make_container()
+    made = []
+    try:
+        for box, noted in ((killed, True), (control, False)):
+            host = naming.host_ifname(box.id, "eth1")
+            fd = locks.try_hold(box.id, "eth1")
+            assert fd is not None
+            if noted:
+                locks.note_building(box.id, "eth1", host)
+            run(["ip", "link", "add", host, "type", "veth", "peer", "name",
+                 naming.peer_tmp_ifname(host), "netns", str(box.pid)])
+            made.append(host)
+            os.close(fd)  # the holder "dies": its note stays
+        result = json.loads(ok(ovsbridge("cleanup", "--json")).stdout)
+        killed_host, control_host = made
+        assert killed_host in result["links_deleted"]
+        assert control_host not in result["links_deleted"]
+        assert killed_host not in root_links() and control_host in root_links()
+        assert locks.building_notes().get(killed_host) is None
+        ok(ovsbridge("attach", bridge, killed.name, ADDRESS))
+        ok(ovsbridge("detach", killed.name))
+    finally:
+        for host in made:
+            subprocess.run(["ip", "link", "del", host], capture_output=True, check=False)

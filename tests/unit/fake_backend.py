@@ -67,6 +67,7 @@ class FakeBackend:
         )
         self.fail_on: str | None = None
         self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self.notes: dict[tuple[str, str], str] = {}
         self.peer: dict[str, str] = {}
 
     def state(self) -> World:
@@ -139,6 +140,9 @@ class FakeBackend:
         lock = self._locks.setdefault((guest_key, ifname), threading.Lock())
         with lock:
             yield
+
+    def note_building(self, guest_key: str, ifname: str, host_name: str) -> None:
+        self.notes[(guest_key, ifname)] = host_name
 
     def try_guest_lock(self, guest_key: str, ifname: str) -> bool:
         lock = self._locks.get((guest_key, ifname))

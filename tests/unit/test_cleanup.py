@@ -23,6 +23,7 @@ CID2 = "b" * 64
 class FakeCleanupBackend:
     facts: list[PortFacts] = field(default_factory=list)
     links: dict[str, KernelLink] = field(default_factory=dict)
+    notes: dict[str, tuple[str, str]] = field(default_factory=dict)  # host name -> key, ifname
     guests: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # key -> state, inode
     containers: dict[str, str] = field(default_factory=dict)  # ref -> state
     bridges: set[str] = field(default_factory=lambda: {"br0"})
@@ -60,6 +61,12 @@ class FakeCleanupBackend:
 
     def release_locks(self) -> None:
         pass
+
+    def building_notes(self) -> dict[str, tuple[str, str]]:
+        return dict(self.notes)
+
+    def clear_note(self, guest_key: str, ifname: str) -> None:
+        self.notes = {k: v for k, v in self.notes.items() if v != (guest_key, ifname)}
 
     def link_alias(self, name: str) -> str | None:
         link = self.links.get(name)
@@ -271,6 +278,28 @@ def test_orphan_veths_of_killed_attaches_are_deleted_when_their_lock_is_free() -
     result = run(b)
     assert result.links_deleted == ("ovbkilled",)
     assert "ovbkilled" not in b.links and "ovbforeign" in b.links
+
+
+def test_an_untagged_veth_is_deleted_only_when_a_killed_attach_s_note_names_it() -> None:
+    # killed between creating the veth and tagging it: its note in the lock is the proof
+    b = FakeCleanupBackend()
+    b.links["ovbuntagged"] = KernelLink("ovbuntagged", 8, "veth", "")
+    b.links["ovbnonote"] = KernelLink("ovbnonote", 9, "veth", "")
+    b.links["ovbnotveth"] = KernelLink("ovbnotveth", 10, "tun", "")
+    b.notes = {"ovbuntagged": (CID, "eth1"), "ovbnotveth": (CID, "eth2")}
+    result = run(b)
+    assert result.links_deleted == ("ovbuntagged",)
+    assert set(b.links) == {"ovbnonote", "ovbnotveth"}
+    assert b.notes == {"ovbnotveth": (CID, "eth2")}
+
+
+def test_an_untagged_veth_whose_lock_is_held_is_kept() -> None:
+    b = FakeCleanupBackend()
+    b.links["ovbuntagged"] = KernelLink("ovbuntagged", 8, "veth", "")
+    b.notes = {"ovbuntagged": (CID, "eth1")}
+    b.lock_free = lambda key, ifname: False  # type: ignore[method-assign]
+    assert run(b).links_deleted == ()
+    assert "ovbuntagged" in b.links
 
 
 def test_a_failing_lease_drop_is_a_note_not_a_failure() -> None:

@@ -351,6 +351,7 @@ def _build(backend: Backend, work: _Work, bridge: BridgeInfo, guest: Guest) -> N
     host_name = work.host_name = req.host_ifname or naming.host_ifname(guest.key, req.ifname)
     peer = naming.peer_tmp_ifname(host_name)
     building = naming.link_alias(guest.key, req.ifname, naming.ALIAS_BUILDING)
+    backend.note_building(guest.key, req.ifname, host_name)  # our proof until it is tagged
     backend.create_veth(host_name, peer, guest.netns_path, work.mtu, building)
     undo.push(f"delete veth {host_name}",
               lambda: _delete_own_link(backend, host_name, guest.key, req.ifname))

@@ -103,6 +103,11 @@ class Backend(Protocol):
 
     # serialisation: one operation at a time per guest interface, across processes
     def guest_lock(self, guest_key: str, ifname: str) -> AbstractContextManager[None]: ...
+    def note_building(self, guest_key: str, ifname: str, host_name: str) -> None:
+        """Record (with GUEST_KEY/IFNAME's lock held) that HOST_NAME is about to be made for
+        it; the note outlives only a holder that was killed (see system/locks.py)."""
+        ...
+
     def try_guest_lock(self, guest_key: str, ifname: str) -> bool:
         """True when no operation holds GUEST_KEY/IFNAME now (a probe: nothing is kept)."""
         ...

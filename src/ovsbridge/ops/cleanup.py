@@ -85,6 +85,11 @@ class CleanupBackend(GuestProbe, Protocol):
         ...
     def release_locks(self) -> None: ...
     def link_alias(self, name: str) -> str | None: ...
+    def building_notes(self) -> dict[str, tuple[str, str]]:
+        """HOST_NAME -> (guest_key, ifname) that killed attaches noted (system/locks.py)."""
+        ...
+
+    def clear_note(self, guest_key: str, ifname: str) -> None: ...
 
 
 class BackendProbe:
@@ -344,9 +349,12 @@ def _cleanup(backend: CleanupBackend, bridge: str | None, dry_run: bool, min_age
             doomed.append((item, entry("would remove" if dry_run else "removed",
                                        verdict.reason)))
     orphans: list[KernelLink] = []
+    building: dict[str, tuple[str, str]] = {}
     if bridge is None and select is None:
+        building = backend.building_notes()
         orphans = [o for o in orphan_links(links, {f.port.port for f in facts},
-                                           backend.lock_free) if _still_orphan(backend, o)]
+                                           backend.lock_free, building)
+                   if _still_orphan(backend, o, building)]
     if dry_run:
         return CleanupResult(True, tuple(e for _, e in doomed), tuple(kept),
                              links_deleted=tuple(o.name for o in orphans))
@@ -360,6 +368,8 @@ def _cleanup(backend: CleanupBackend, bridge: str | None, dry_run: bool, min_age
         try:
             if backend.delete_link(link):
                 deleted += (link.name,)
+                if link.alias == "":  # it was known by its note: the note is done
+                    backend.clear_note(*building[link.name])
         except Exception as exc:  # reported
             notes += (f"leftover veth {link.name} not deleted: {exc}",)
     return CleanupResult(False, tuple(e for _, e in doomed), tuple(kept), leases, deleted,
@@ -421,12 +431,26 @@ def _confirm_incomplete(backend: CleanupBackend, port: OvsPort,
     return Verdict("stale", "incomplete attachment (its attach was killed)")
 
 
-def _still_orphan(backend: CleanupBackend, link: KernelLink) -> bool:
-    """Hold the lock of an orphan veth's guest interface, then check it is still the same."""
-    parsed = naming.parse_link_alias(link.alias)
-    if parsed is None or not backend.hold_lock(parsed[1], parsed[2]):
+def _still_orphan(backend: CleanupBackend, link: KernelLink,
+                  notes: Mapping[str, tuple[str, str]]) -> bool:
+    """Hold the lock of an orphan veth's guest interface, then check it is still the same
+    (an untagged one: still untagged, and still the one its note names)."""
+    owner = _orphan_owner(link, notes)
+    if owner is None or not backend.hold_lock(*owner):
         return False
-    return backend.link_alias(link.name) == link.alias
+    if backend.link_alias(link.name) != link.alias:
+        return False
+    return link.alias != "" or backend.building_notes().get(link.name) == owner
+
+
+def _orphan_owner(link: KernelLink, notes: Mapping[str, tuple[str, str]]
+                  ) -> tuple[str, str] | None:
+    """(guest_key, ifname) a veth was being built for: its ``building`` tag, or, for an
+    untagged one (killed between create and tag), the note its attach left in the lock."""
+    parsed = naming.parse_link_alias(link.alias)
+    if parsed is not None:
+        return (parsed[1], parsed[2]) if parsed[0] == naming.ALIAS_BUILDING else None
+    return notes.get(link.name) if link.alias == "" else None
 
 
 def _link_proves(link: KernelLink, port: OvsPort) -> bool:
@@ -440,18 +464,19 @@ def _link_proves(link: KernelLink, port: OvsPort) -> bool:
 
 
 def orphan_links(links: Mapping[str, KernelLink], port_names: Collection[str],
-                 lock_free: Callable[[str, str], bool]) -> list[KernelLink]:
+                 lock_free: Callable[[str, str], bool],
+                 notes: Mapping[str, tuple[str, str]] | None = None) -> list[KernelLink]:
     """Host veths ovsbridge made (by their identity) that are still ``building``, that no OVS
     port uses and that no operation holds: the leftovers of an attach killed before its port
-    was added. NOTE: a ``ready`` veth with no port here may belong to another OVSDB (a
+    was added; also an untagged veth that a killed attach's note names (NOTES, see
+    system/locks.py). NOTE: a ``ready`` veth with no port here may belong to another OVSDB (a
     simulated host, ``--db``): it is never an orphan of ours."""
     out = []
     for link in links.values():
-        parsed = naming.parse_link_alias(link.alias)
-        if parsed is None or parsed[0] != naming.ALIAS_BUILDING or link.name in port_names \
-                or link.kind != "veth":
+        owner = _orphan_owner(link, notes or {})
+        if owner is None or link.name in port_names or link.kind != "veth":
             continue
-        if lock_free(parsed[1], parsed[2]):
+        if lock_free(*owner):
             out.append(link)
     return sorted(out, key=lambda link: link.name)
 

@@ -203,6 +203,9 @@ class RealBackend:
     def guest_lock(self, guest_key: str, ifname: str) -> AbstractContextManager[None]:
         return locks.guest_lock(guest_key, ifname)
 
+    def note_building(self, guest_key: str, ifname: str, host_name: str) -> None:
+        locks.note_building(guest_key, ifname, host_name)
+
     def try_guest_lock(self, guest_key: str, ifname: str) -> bool:
         return locks.is_free(guest_key, ifname)
 

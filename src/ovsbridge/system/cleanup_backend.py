@@ -166,6 +166,16 @@ class RealCleanupBackend:
             _, fd = self._held.popitem()
             os.close(fd)
 
+    def building_notes(self) -> dict[str, tuple[str, str]]:
+        from ovsbridge.system import locks
+
+        return locks.building_notes()
+
+    def clear_note(self, guest_key: str, ifname: str) -> None:
+        from ovsbridge.system import locks
+
+        locks.clear_note(guest_key, ifname)
+
     def link_alias(self, name: str) -> str | None:
         from ovsbridge.system import netns
 

@@ -73,9 +73,67 @@ def guest_lock(guest_key: str, ifname: str, timeout: float = LOCK_TIMEOUT) -> It
                     f"running after {timeout:g} s",
                     hint="wait for it to finish, then run the command again")
             time.sleep(_POLL)
-        yield
+        try:
+            yield
+        finally:
+            # NOTE: a holder that ends (done or rolled back) clears its note; one that was
+            # killed leaves it, for cleanup to find what it was building.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
     finally:
         os.close(fd)
+
+
+INTENT_BUILDING = "building"
+
+
+def note_building(guest_key: str, ifname: str, host_name: str) -> None:
+    """Record, in the lock file of GUEST_KEY/IFNAME (held by the caller), that HOST_NAME is
+    about to be created for it: the one proof of whose an untagged veth is if the attach is
+    killed between creating it and tagging it (the kernel takes no ifalias on create)."""
+    fd = os.open(lock_path(guest_key, ifname), os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{INTENT_BUILDING} {host_name} {guest_key} {ifname}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def clear_note(guest_key: str, ifname: str) -> None:
+    """Forget the note of GUEST_KEY/IFNAME (its caller holds the lock)."""
+    with contextlib.suppress(FileNotFoundError):
+        fd = os.open(lock_path(guest_key, ifname), os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
+
+
+def building_notes() -> dict[str, tuple[str, str]]:
+    """HOST_NAME -> (guest_key, ifname) of every note a killed holder left (see
+    note_building); a note counts only in the lock file of the guest interface it names."""
+    found: dict[str, tuple[str, str]] = {}
+    try:
+        names = os.listdir(lock_dir())
+    except OSError:
+        return found
+    for name in names:
+        if not name.endswith(".lock"):
+            continue
+        path = os.path.join(lock_dir(), name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                text = os.read(fd, 512).decode("utf-8", "replace")
+            finally:
+                os.close(fd)
+        except OSError:
+            continue
+        words = text.split()
+        if len(words) == 4 and words[0] == INTENT_BUILDING \
+                and lock_path(words[2], words[3]) == path:
+            found[words[1]] = (words[2], words[3])
+    return found
 
 
 def try_hold(guest_key: str, ifname: str) -> int | None:
