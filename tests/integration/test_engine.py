@@ -102,6 +102,26 @@ def test_a_script_s_attach_is_run_by_the_daemon_and_the_client_imports_no_click(
     ok(ovsbridge("detach", box.name))
 
 
+def test_the_daemon_runs_only_the_hot_commands_for_a_client(home):
+    # a client may hand over attach, detach and ps; anything else (daemon stop, setup-bridge)
+    # is refused, whatever a root client sends
+    from ovsbridge.client import docker_endpoint, netns_inode
+
+    started_daemon(home)
+    for argv in (["daemon", "stop"], ["setup-bridge", "eth0"], [], ["--json", "ps"]):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(home.paths.socket)
+            sock.sendall(json.dumps({"op": "cli", "argv": argv, "db": None,
+                                     "netns": netns_inode(), "docker": docker_endpoint(),
+                                     "env": {}}).encode() + b"\n")
+            answer = json.loads(sock.makefile("rb").readline())
+        finally:
+            sock.close()
+        assert answer["ok"] is False and answer["error"]["error"] == "bad-input", argv
+    assert home.pid() is not None  # still serving
+
+
 def test_a_script_on_another_ovsdb_is_never_served_by_this_daemon(
         bridge, home, make_container, ovsbridge):
     started_daemon(home)

@@ -154,7 +154,7 @@ def plugin(daemon: Any) -> None:
     import asyncio
     import os
 
-    from ovsbridge.client import docker_endpoint
+    from ovsbridge.client import SERVED_COMMANDS, docker_endpoint
     from ovsbridge.errors import WrongDaemon
 
     db = os.environ.get("OVSBRIDGE_DB") or None
@@ -202,6 +202,9 @@ def plugin(daemon: Any) -> None:
         argv, env = request.get("argv"), request.get("env") or {}
         if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
             raise BadInput("request field 'argv' must be a list of strings")
+        if not argv or argv[0] not in SERVED_COMMANDS:
+            raise BadInput(f"the daemon runs only {', '.join(sorted(SERVED_COMMANDS))} "
+                           "for a client", hint="run other commands in-process")
         if not isinstance(env, dict) or not all(
                 isinstance(k, str) and k.startswith("OVSBRIDGE_TEST_") and isinstance(v, str)
                 for k, v in env.items()):
