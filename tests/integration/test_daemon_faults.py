@@ -25,8 +25,8 @@ from test_daemon import addresses, attach_dhcp, container_eth1, wait_for
 from test_daemon import lan as lan  # the fixture
 
 from ovsbridge import naming
+from ovsbridge.daemon.leases import SAVE_RETRY
 from ovsbridge.errors import EnvironmentProblem
-from ovsbridge.ops.leases import SAVE_RETRY
 from ovsbridge.paths import DaemonPaths
 from ovsbridge.system import daemon_client
 

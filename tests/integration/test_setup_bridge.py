@@ -70,7 +70,7 @@ def watchdogs(sim: SimHost, cli: subprocess.Popen[str]) -> list[int]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if pid != cli.pid and b"ovsbridge.ops.watchdog" in argv:
+        if pid != cli.pid and b"ovsbridge.daemon.uplink_watchdog" in argv:
             out.append(pid)
     return out
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
-from ovsbridge.ops.leases import GuestRef
+from ovsbridge.daemon.leases import GuestRef
 from ovsbridge.system.dhcp import GuestGone, Lease, LeaseRefused
 
 NAK = "nak"

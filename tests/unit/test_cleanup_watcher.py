@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from ovsbridge.daemon import watcher as w
 from ovsbridge.errors import BadInput, OperationFailed
 from ovsbridge.naming import pipework_mac
-from ovsbridge.ops import watcher as w
 from ovsbridge.request import AttachRequest
 from ovsbridge.system.docker_events import ContainerEvent, DockerGone, RunningContainer
 
@@ -314,7 +314,7 @@ def test_unwatched_bridges_are_left_alone() -> None:
 
 
 def test_render_watcher_status() -> None:
-    from ovsbridge.cli_cleanup import render_watcher_status
+    from ovsbridge.cli.cleanup import render_watcher_status
 
     watcher = w.Watcher(FakeDocker(), FakeActions(), bridges=frozenset({"br0"}))
     watcher.watched[CID] = w.Watched(CID, "web1", "attached", "br0", "eth1", "dhcp", "ovb1",

@@ -8,7 +8,7 @@ from dataclasses import replace
 from ipaddress import IPv6Address
 from pathlib import Path
 
-from ovsbridge.ops.leases import HoldOptions, entry_key, lease_from_record
+from ovsbridge.daemon.leases import HoldOptions, entry_key, lease_from_record
 from ovsbridge.system.dhcp6 import Lease6
 
 from .dhcp_fakes import make_guest, make_lease

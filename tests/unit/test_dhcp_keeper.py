@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ovsbridge.ops.leases import GuestRef, HoldOptions, LeaseKeeper, LeaseStore
+from ovsbridge.daemon.leases import GuestRef, HoldOptions, LeaseKeeper, LeaseStore
 from ovsbridge.system.dhcp import GuestGone
 
 from .dhcp_fakes import GONE, NAK, FakeClock, FakeDhcp, make_guest, make_lease

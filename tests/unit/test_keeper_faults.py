@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ovsbridge.ops.leases import TASK_BACKOFF, HoldOptions, LeaseStore
+from ovsbridge.daemon.leases import TASK_BACKOFF, HoldOptions, LeaseStore
 
 from .dhcp_fakes import make_guest, make_lease
 from .test_dhcp_keeper import Rig, run
@@ -68,7 +68,7 @@ def test_a_state_that_cannot_be_saved_is_shown_as_error_and_the_lease_is_still_k
         assert rig.keeper.status()[0]["error"] is None
         await rig.keeper.close()
 
-    with caplog.at_level(logging.INFO, logger="ovsbridge.ops.leases"):
+    with caplog.at_level(logging.INFO, logger="ovsbridge.daemon.leases"):
         run(scenario())
     errors = [r for r in caplog.records if "cannot save the lease state" in r.getMessage()]
     assert len(errors) == 1  # one line per fault, not one per retry
@@ -115,7 +115,7 @@ def test_a_failing_task_is_restarted_with_backoff_and_shown_meanwhile(
         assert seen[1]["state"] == "error" and "netlink said no" in seen[1]["error"]
         await rig.keeper.close()
 
-    with caplog.at_level(logging.ERROR, logger="ovsbridge.ops.leases"):
+    with caplog.at_level(logging.ERROR, logger="ovsbridge.daemon.leases"):
         run(scenario())
     assert sum("restarting it" in r.getMessage() for r in caplog.records) == 3
     assert TASK_BACKOFF[0] < TASK_BACKOFF[1] < TASK_BACKOFF[2]
@@ -177,7 +177,7 @@ def test_malformed_state_files_are_moved_aside_and_the_rest_resumes(
         await rig.keeper.close()
         return count
 
-    with caplog.at_level(logging.ERROR, logger="ovsbridge.ops.leases"):
+    with caplog.at_level(logging.ERROR, logger="ovsbridge.daemon.leases"):
         assert run(scenario()) == 1
     left = sorted(p.name for p in directory.iterdir())
     assert left == sorted([os.path.basename(store.path_for("c0ffee/eth1"))]

@@ -14,7 +14,7 @@ import pytest
 
 from ovsbridge.errors import BadInput, Conflict, EnvironmentProblem, NotFound, OperationFailed
 from ovsbridge.ops import uplink as ops
-from ovsbridge.ops import watchdog as wd
+from ovsbridge.system import watchdog as wd
 from ovsbridge.system.hostnet import (
     Address,
     LinkInfo,

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from ovsbridge.ops import watchdog as wd
+from ovsbridge.daemon import uplink_watchdog as wd_main
+from ovsbridge.system import watchdog as wd
 from ovsbridge.system.hostnet import Address, LinkInfo, LinkState, Route
 
 SESSION, OTHER = 10, 11
@@ -60,14 +61,14 @@ class Script:
         return True
 
 
-def loop_for(state: wd.Armed) -> tuple[wd._Loop, list[str]]:
+def loop_for(state: wd.Armed) -> tuple[wd_main._Loop, list[str]]:
     restored: list[str] = []
 
     def restore(a: wd.Armed) -> list[str]:
         restored.append(a.bridge)
         return []
 
-    return wd._Loop(state, wd.watchdog_files(state.bridge), restore), restored
+    return wd_main._Loop(state, wd.watchdog_files(state.bridge), restore), restored
 
 
 def outcomes(server: Script, cid: int) -> list[dict[str, Any]]:
@@ -140,7 +141,7 @@ def test_failed_restore_is_reported() -> None:
         raise RuntimeError("netlink went away")
 
     state = armed()
-    loop = wd._Loop(state, wd.watchdog_files(state.bridge), broken)
+    loop = wd_main._Loop(state, wd.watchdog_files(state.bridge), broken)
     outcome = loop.run(Script([(SESSION, {"op": "rollback"})]))  # type: ignore[arg-type]
     assert outcome.outcome == wd.ROLLBACK_INCOMPLETE
     assert outcome.problems == ("RuntimeError: netlink went away",)

@@ -111,7 +111,7 @@ def in_daemon_backends(daemon: Any, loop: Any, db: str | None) -> tuple[Any, Any
     import asyncio
     import dataclasses
 
-    from ovsbridge.ops.leases import GuestRef, HoldOptions, lease_from_record
+    from ovsbridge.daemon.leases import GuestRef, HoldOptions, lease_from_record
     from ovsbridge.system.backend import RealBackend
     from ovsbridge.system.cleanup_backend import RealCleanupBackend
     from ovsbridge.system.ovs import Ovs

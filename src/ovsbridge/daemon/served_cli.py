@@ -2,7 +2,7 @@
 
 The daemon runs the very same click CLI a client would have run, in a worker thread; that
 thread's stdout and stderr (click.echo, the renderer, rich) go to the client as they are
-written, and the engine ops it asks for run right here (cli_engine.serving). Other threads
+written, and the engine ops it asks for run right here (cli/engine.py serving). Other threads
 (the daemon's own log, other clients) are untouched: ``sys.stdout``/``sys.stderr`` are
 replaced once by streams that route each write by the thread that makes it.
 """
@@ -85,7 +85,8 @@ def run_command_line(argv: list[str], env: dict[str, str],
                      out: Sink, err: Sink) -> int:
     """Run ``ovsbridge ARGV`` as the client would have; its exit code. RUN(op, payload,
     on_progress) does the engine's work; OUT/ERR get the run's stdout/stderr text."""
-    from ovsbridge import cli, cli_engine
+    from ovsbridge import cli
+    from ovsbridge.cli import engine as cli_engine
 
     stdout, stderr = _routed_std()
 

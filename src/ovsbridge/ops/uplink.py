@@ -28,7 +28,7 @@ from ovsbridge.errors import (
     RollbackIncomplete,
 )
 from ovsbridge.model import parse_ifname
-from ovsbridge.ops import watchdog as wd
+from ovsbridge.system import watchdog as wd
 from ovsbridge.system.hostnet import Address, LinkInfo, LinkState, ProbeResult, Route
 from ovsbridge.system.ovs import Command, Snapshot, cmd, quote_value
 

@@ -1,6 +1,6 @@
 """Client of the ``ovsbridge daemon``: hand leases over, drop them, ask for status, stop it.
 
-Talks JSON lines over the daemon's root-only unix socket (see ops/daemon.py). ``hold``
+Talks JSON lines over the daemon's root-only unix socket (see daemon/server.py). ``hold``
 starts the daemon when none answers: ``python -m ovsbridge daemon run`` fully detached
 (new session, stdio to ``RUN_DIR/daemon.log``), then waits, bounded, for its socket. Paths
 come from ``ovsbridge.paths.daemon_paths()`` (env ``OVSBRIDGE_RUN_DIR``/``OVSBRIDGE_STATE_DIR``).

@@ -31,18 +31,18 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ovsbridge import __version__
-from ovsbridge.errors import (
-    BadInput,
-    DaemonAlreadyRunning,
-    EnvironmentProblem,
-    OvsbridgeError,
-)
-from ovsbridge.ops.leases import (
+from ovsbridge.daemon.leases import (
     GuestRef,
     HoldOptions,
     LeaseKeeper,
     LeaseStore,
     lease_from_record,
+)
+from ovsbridge.errors import (
+    BadInput,
+    DaemonAlreadyRunning,
+    EnvironmentProblem,
+    OvsbridgeError,
 )
 from ovsbridge.paths import DaemonPaths
 
@@ -436,7 +436,7 @@ def _field(request: dict[str, Any], name: str, kind: type) -> Any:
 # Modules that, when present, extend the daemon: each ``module:function`` is called with the
 # Daemon before it serves (issue 5's Docker watcher plugs in here).
 OPTIONAL_PLUGINS: tuple[str, ...] = ("ovsbridge.daemon.engine:plugin",
-                                     "ovsbridge.ops.watcher:plugin")
+                                     "ovsbridge.daemon.watcher:plugin")
 
 
 def default_plugins() -> list[Plugin]:
