@@ -31,7 +31,7 @@ SERVED_COMMANDS = frozenset({"attach", "detach", "ps"})
 # daemon: seen anywhere in argv, the full CLI runs here (always safe: it is the same CLI).
 LOCAL_ONLY = ("-h", "--help", "--no-daemon", "--from-file")
 NO_DAEMON_ENV = "OVSBRIDGE_NO_DAEMON"
-# Environment a served command reads as the caller's (test hooks; see cli_engine.client_env).
+# Environment a served command reads as the caller's (test hooks; see cli/engine.py client_env).
 FORWARDED_ENV_PREFIX = "OVSBRIDGE_TEST_"
 # The environment the docker SDK reads (docker.from_env): a daemon looks guests up in the
 # Docker these name, so it serves only callers that name the same one.

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from ovsbridge.daemon.leases import LeaseKeeper, LeaseStore
+from ovsbridge.daemon.server import Daemon, DaemonAlreadyRunning
 from ovsbridge.errors import BadInput, NotFound
-from ovsbridge.ops.daemon import Daemon, DaemonAlreadyRunning
-from ovsbridge.ops.leases import LeaseKeeper, LeaseStore
 from ovsbridge.paths import DaemonPaths, daemon_paths
 from ovsbridge.system import daemon_client
 
@@ -237,7 +237,7 @@ def test_client_without_a_daemon(where: DaemonPaths, monkeypatch: pytest.MonkeyP
 def test_a_wiped_run_dir_stops_the_daemon(where: DaemonPaths, monkeypatch) -> None:
     """Someone removes the run dir under a live daemon: nobody could reach it any more and a
     second daemon could start, so it stops, and leaves the new files alone."""
-    from ovsbridge.ops import daemon as daemon_module
+    from ovsbridge.daemon import server as daemon_module
 
     monkeypatch.setattr(daemon_module, "GUARD_INTERVAL", 0.05)
 
@@ -260,7 +260,7 @@ def test_cli_status_renders_leases_and_exits_3_without_a_daemon(
     from click.testing import CliRunner
 
     from ovsbridge.cli import main
-    from ovsbridge.cli_daemon import render_status
+    from ovsbridge.cli.daemon import render_status
 
     monkeypatch.setenv("OVSBRIDGE_RUN_DIR", where.run_dir)
     monkeypatch.setenv("OVSBRIDGE_STATE_DIR", where.state_dir)

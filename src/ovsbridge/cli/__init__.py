@@ -106,20 +106,20 @@ def json_option(func: F) -> F:
 
 # Commands live in their own modules, imported only when used (cheap start-up, no cycles).
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
-    "attach": ("ovsbridge.cli_core", "attach"),
-    "detach": ("ovsbridge.cli_core", "detach"),
-    "ps": ("ovsbridge.cli_core", "ps"),
-    "cleanup": ("ovsbridge.cli_cleanup", "cleanup"),
-    "setup-bridge": ("ovsbridge.cli_uplink", "setup_bridge"),
-    "teardown-bridge": ("ovsbridge.cli_uplink", "teardown_bridge"),
-    "confirm": ("ovsbridge.cli_uplink", "confirm"),
-    "daemon": ("ovsbridge.cli_daemon", "daemon"),
-    "set": ("ovsbridge.cli_set", "set_command"),
-    "pipework": ("ovsbridge.cli_pipework", "pipework"),
-    "adopt": ("ovsbridge.cli_adopt", "adopt"),
-    "doctor": ("ovsbridge.cli_doctor", "doctor"),
-    "completion": ("ovsbridge.cli_complete", "completion"),
-    "ovn": ("ovsbridge.cli_ovn", "ovn"),
+    "attach": ("ovsbridge.cli.core", "attach"),
+    "detach": ("ovsbridge.cli.core", "detach"),
+    "ps": ("ovsbridge.cli.core", "ps"),
+    "cleanup": ("ovsbridge.cli.cleanup", "cleanup"),
+    "setup-bridge": ("ovsbridge.cli.uplink", "setup_bridge"),
+    "teardown-bridge": ("ovsbridge.cli.uplink", "teardown_bridge"),
+    "confirm": ("ovsbridge.cli.uplink", "confirm"),
+    "daemon": ("ovsbridge.cli.daemon", "daemon"),
+    "set": ("ovsbridge.cli.set_cmd", "set_command"),
+    "pipework": ("ovsbridge.cli.pipework", "pipework"),
+    "adopt": ("ovsbridge.cli.adopt", "adopt"),
+    "doctor": ("ovsbridge.cli.doctor", "doctor"),
+    "completion": ("ovsbridge.cli.complete", "completion"),
+    "ovn": ("ovsbridge.cli.ovn", "ovn"),
 }
 
 
@@ -138,9 +138,9 @@ class OvsbridgeGroup(click.Group):
         module_name, attr = LAZY_COMMANDS[cmd_name]
         command = getattr(importlib.import_module(module_name), attr)
         assert isinstance(command, click.Command)
-        importlib.import_module("ovsbridge.cli_examples").add_examples(cmd_name, command)
+        importlib.import_module("ovsbridge.cli.examples").add_examples(cmd_name, command)
         if os.environ.get("_OVSBRIDGE_COMPLETE"):  # only while completing: keep start-up cheap
-            importlib.import_module("ovsbridge.cli_complete").add_completion(command)
+            importlib.import_module("ovsbridge.cli.complete").add_completion(command)
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -217,7 +217,7 @@ def one_line(text: str) -> str:
 def _setup_logging(verbose: int, debug: bool) -> None:
     """Log to stderr: WARNING by default; -v shows ovsbridge's own DEBUG log (every ovs-vsctl
     argv and netlink change). NOTE: without -v or --debug, logging is set up only by the
-    in-process path (cli_engine), so the daemon path does not even import it."""
+    in-process path (cli/engine.py), so the daemon path does not even import it."""
     if not (verbose or debug):
         return
     setup_logging(verbose)

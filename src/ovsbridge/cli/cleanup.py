@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ovsbridge.cli import app, json_option, require_root
-from ovsbridge.cli_core import no_daemon_option
+from ovsbridge.cli.core import no_daemon_option
 from ovsbridge.model import parse_ifname
 
 CLEANUP_COLUMNS = ("ACTION", "BRIDGE", "PORT", "OWNER", "CONTAINER", "IFNAME", "REASON")
@@ -31,7 +31,7 @@ def cleanup(bridge: str | None, dry_run: bool, no_daemon: bool) -> None:
     Host veths ovsbridge made (known by their identity) that no port uses and no running
     operation holds are deleted too: what a killed attach left.
     """
-    from ovsbridge.cli_core import _execute
+    from ovsbridge.cli.core import _execute
 
     if bridge is not None:
         parse_ifname(bridge, "bridge name")

@@ -1,7 +1,7 @@
 """attach, detach and ps: the commands people type most.
 
 Each builds its request with the one builder (ovsbridge.request), hands it to the engine
-(the daemon, or in-process: cli_engine) and renders the JSON answer. Imports stay light: the
+(the daemon, or in-process: cli/engine.py) and renders the JSON answer. Imports stay light: the
 daemon path loads no pyroute2, docker or rich.
 """
 
@@ -49,7 +49,7 @@ def no_daemon_option(func: Any) -> Any:
 
 def _execute(op: str, payload: dict[str, Any], no_daemon: bool,
              on_progress: Any = None) -> Any:
-    from ovsbridge.cli_engine import execute
+    from ovsbridge.cli.engine import execute
 
     ctx = app()
     return execute(op, payload, db=ctx.db, no_daemon=no_daemon, on_progress=on_progress)
@@ -143,7 +143,7 @@ def run_attach_requests(requests: Sequence[AttachRequest], *, single: bool,
     """Run REQUESTS as ``ovsbridge attach`` does (daemon or in-process; the same lines, JSON
     and exit codes): every front end that builds AttachRequests ends here."""
     payload: dict[str, Any] = {"requests": [r.to_dict() for r in requests]}
-    from ovsbridge.cli_engine import client_env
+    from ovsbridge.cli.engine import client_env
 
     for key, env in (("fail_at", FAIL_AT_ENV), ("kill_at", KILL_AT_ENV)):
         value = client_env(env)

@@ -35,7 +35,7 @@ def daemon() -> None:
 )
 def run(log_level: str) -> None:
     """Serve in the foreground until SIGTERM (what systemd and 'attach ... dhcp' start)."""
-    from ovsbridge.ops.daemon import default_plugins, run_daemon
+    from ovsbridge.daemon.server import default_plugins, run_daemon
     from ovsbridge.paths import daemon_paths
 
     handler = logging.StreamHandler(sys.stderr)
@@ -106,7 +106,7 @@ def render_status(status: dict[str, Any], now: float | None = None) -> str:
 
 # Text renderers for the sections daemon plugins add to status ("module:function"); any
 # other section is shown as one JSON line.
-SECTION_RENDERERS = {"watcher": "ovsbridge.cli_cleanup:render_watcher_status"}
+SECTION_RENDERERS = {"watcher": "ovsbridge.cli.cleanup:render_watcher_status"}
 
 
 def _render_section(key: str, value: Any, now: float) -> str:

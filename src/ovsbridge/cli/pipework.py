@@ -27,7 +27,7 @@ Examples (the same lines pipework takes):
 
 
 def _complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> Any:
-    from ovsbridge.cli_complete import complete_pipework
+    from ovsbridge.cli.complete import complete_pipework
 
     return complete_pipework(ctx, param, incomplete)
 
@@ -113,7 +113,7 @@ def run_attach(fields: dict[str, str]) -> None:
     """Run the attach FIELDS describe exactly as ``ovsbridge attach`` does: the one request
     builder, then attach's own runner (daemon or in-process, same lines, JSON and exit
     codes)."""
-    from ovsbridge.cli_core import run_attach_requests
+    from ovsbridge.cli.core import run_attach_requests
     from ovsbridge.request import build_attach_request
 
     run_attach_requests([build_attach_request(fields)], single=True)

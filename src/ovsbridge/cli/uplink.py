@@ -229,7 +229,7 @@ def teardown_bridge(bridge: str, force: bool) -> None:
 @require_root
 def confirm(bridge: str | None) -> None:
     """Keep a setup-bridge that is waiting for confirmation (from any shell)."""
-    from ovsbridge.ops import watchdog
+    from ovsbridge.system import watchdog
 
     ctx = app()
     done = watchdog.confirm_pending(bridge)
