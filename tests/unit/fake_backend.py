@@ -141,8 +141,11 @@ class FakeBackend:
         with lock:
             yield
 
-    def note_building(self, guest_key: str, ifname: str, host_name: str) -> None:
-        self.notes[(guest_key, ifname)] = host_name
+    def note_building(self, guest_key: str, ifname: str, host_name: str | None) -> None:
+        if host_name is None:
+            self.notes.pop((guest_key, ifname), None)
+        else:
+            self.notes[(guest_key, ifname)] = host_name
 
     def try_guest_lock(self, guest_key: str, ifname: str) -> bool:
         lock = self._locks.get((guest_key, ifname))

@@ -65,6 +65,9 @@ class FakeCleanupBackend:
     def building_notes(self) -> dict[str, tuple[str, str]]:
         return dict(self.notes)
 
+    def sweep_idle_locks(self) -> None:
+        pass
+
     def clear_note(self, guest_key: str, ifname: str) -> None:
         self.notes = {k: v for k, v in self.notes.items() if v != (guest_key, ifname)}
 

@@ -353,6 +353,7 @@ def _build(backend: Backend, work: _Work, bridge: BridgeInfo, guest: Guest) -> N
     building = naming.link_alias(guest.key, req.ifname, naming.ALIAS_BUILDING)
     backend.note_building(guest.key, req.ifname, host_name)  # our proof until it is tagged
     backend.create_veth(host_name, peer, guest.netns_path, work.mtu, building)
+    backend.note_building(guest.key, req.ifname, None)  # tagged: its ifalias is the proof
     undo.push(f"delete veth {host_name}",
               lambda: _delete_own_link(backend, host_name, guest.key, req.ifname))
     undo.step_done("veth")

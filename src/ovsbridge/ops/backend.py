@@ -103,9 +103,10 @@ class Backend(Protocol):
 
     # serialisation: one operation at a time per guest interface, across processes
     def guest_lock(self, guest_key: str, ifname: str) -> AbstractContextManager[None]: ...
-    def note_building(self, guest_key: str, ifname: str, host_name: str) -> None:
+    def note_building(self, guest_key: str, ifname: str, host_name: str | None) -> None:
         """Record (with GUEST_KEY/IFNAME's lock held) that HOST_NAME is about to be made for
-        it; the note outlives only a holder that was killed (see system/locks.py)."""
+        it; the note outlives only a holder that was killed (see system/locks.py). None:
+        the veth is tagged now, the note is cleared."""
         ...
 
     def try_guest_lock(self, guest_key: str, ifname: str) -> bool:

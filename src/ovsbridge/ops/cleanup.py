@@ -90,6 +90,7 @@ class CleanupBackend(GuestProbe, Protocol):
         ...
 
     def clear_note(self, guest_key: str, ifname: str) -> None: ...
+    def sweep_idle_locks(self) -> None: ...
 
 
 class BackendProbe:
@@ -305,9 +306,12 @@ def cleanup(backend: CleanupBackend, bridge: str | None = None, *, dry_run: bool
         raise NotFound(f'bridge "{bridge}" does not exist',
                        hint="list bridges with 'ovs-vsctl list-br'")
     try:
-        return _cleanup(backend, bridge, dry_run, min_age, now, select, incomplete_only)
+        result = _cleanup(backend, bridge, dry_run, min_age, now, select, incomplete_only)
     finally:
         backend.release_locks()
+    if bridge is None and select is None and not dry_run:
+        backend.sweep_idle_locks()  # the empty lock files killed operations left
+    return result
 
 
 def _cleanup(backend: CleanupBackend, bridge: str | None, dry_run: bool, min_age: float,

@@ -203,7 +203,7 @@ class RealBackend:
     def guest_lock(self, guest_key: str, ifname: str) -> AbstractContextManager[None]:
         return locks.guest_lock(guest_key, ifname)
 
-    def note_building(self, guest_key: str, ifname: str, host_name: str) -> None:
+    def note_building(self, guest_key: str, ifname: str, host_name: str | None) -> None:
         locks.note_building(guest_key, ifname, host_name)
 
     def try_guest_lock(self, guest_key: str, ifname: str) -> bool:

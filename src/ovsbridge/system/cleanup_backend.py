@@ -171,6 +171,11 @@ class RealCleanupBackend:
 
         return locks.building_notes()
 
+    def sweep_idle_locks(self) -> None:
+        from ovsbridge.system import locks
+
+        locks.sweep_idle()
+
     def clear_note(self, guest_key: str, ifname: str) -> None:
         from ovsbridge.system import locks
 

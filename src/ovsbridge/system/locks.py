@@ -5,7 +5,12 @@ A lock is an ``flock`` on a small file in ONE directory for the whole machine,
 and ifname, so the daemon's worker threads, an in-process CLI and a cleanup all see the same
 lock, whichever daemon directories they use: the locks guard the host's kernel objects.
 The kernel drops a lock when its holder dies, so a SIGKILLed attach never leaves
-a lock behind; lock files themselves are tiny and kept.
+a lock behind.
+
+A holder that ends normally removes the file before it lets go (the directory holds only
+the files of running operations, and of killed ones with their notes); whoever takes a
+lock checks that the file it locked is still the one at its path, and starts again when
+it is not (it locked a removed file), so a removed file never lets two holders in.
 """
 
 from __future__ import annotations
@@ -54,16 +59,30 @@ def _open(guest_key: str, ifname: str) -> int:
                                  ) from exc
 
 
+def _is_current(fd: int, path: str) -> bool:
+    """Is the file FD locks still the one at PATH (not removed by a holder that ended)?"""
+    try:
+        return os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
+    except FileNotFoundError:
+        return False
+
+
 @contextlib.contextmanager
 def guest_lock(guest_key: str, ifname: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     """Hold the lock of GUEST_KEY/IFNAME; Conflict if another holder keeps it for TIMEOUT."""
+    path = lock_path(guest_key, ifname)
+    deadline = time.monotonic() + timeout
     fd = _open(guest_key, ifname)
     try:
-        deadline = time.monotonic() + timeout
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                if _is_current(fd, path):
+                    break
+                os.close(fd)  # we locked a file its last holder removed: take the new one
+                fd = -1
+                fd = _open(guest_key, ifname)
+                continue
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
@@ -76,37 +95,72 @@ def guest_lock(guest_key: str, ifname: str, timeout: float = LOCK_TIMEOUT) -> It
         try:
             yield
         finally:
-            # NOTE: a holder that ends (done or rolled back) clears its note; one that was
-            # killed leaves it, for cleanup to find what it was building.
+            # NOTE: a holder that ends (done or rolled back) removes the file and its note,
+            # still holding the lock; one that was killed leaves both, for cleanup to find
+            # what it was building.
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+                os.unlink(path)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def try_hold(guest_key: str, ifname: str) -> int | None:
+    """Take the lock of GUEST_KEY/IFNAME if nobody holds it: its fd (close it to release,
+    or release() to also remove the file), or None when it is held."""
+    path = lock_path(guest_key, ifname)
+    while True:
+        fd = _open(guest_key, ifname)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        if _is_current(fd, path):
+            return fd
+        os.close(fd)
+
+
+def is_free(guest_key: str, ifname: str) -> bool:
+    """True when nobody holds the lock of GUEST_KEY/IFNAME right now."""
+    path = lock_path(guest_key, ifname)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
     finally:
         os.close(fd)
+    return True
 
 
 INTENT_BUILDING = "building"
 
 
-def note_building(guest_key: str, ifname: str, host_name: str) -> None:
+def note_building(guest_key: str, ifname: str, host_name: str | None) -> None:
     """Record, in the lock file of GUEST_KEY/IFNAME (held by the caller), that HOST_NAME is
     about to be created for it: the one proof of whose an untagged veth is if the attach is
-    killed between creating it and tagging it (the kernel takes no ifalias on create)."""
+    killed between creating it and tagging it (the kernel takes no ifalias on create).
+    None: it is tagged now (its ifalias says whose it is), the note is cleared."""
     fd = os.open(lock_path(guest_key, ifname), os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         os.ftruncate(fd, 0)
-        os.write(fd, f"{INTENT_BUILDING} {host_name} {guest_key} {ifname}\n".encode())
+        if host_name is not None:
+            os.write(fd, f"{INTENT_BUILDING} {host_name} {guest_key} {ifname}\n".encode())
     finally:
         os.close(fd)
 
 
 def clear_note(guest_key: str, ifname: str) -> None:
-    """Forget the note of GUEST_KEY/IFNAME (its caller holds the lock)."""
+    """Forget the note of GUEST_KEY/IFNAME: remove its file (the caller holds the lock, so
+    nobody else can have it; the next holder makes a fresh one)."""
     with contextlib.suppress(FileNotFoundError):
-        fd = os.open(lock_path(guest_key, ifname), os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        try:
-            os.ftruncate(fd, 0)
-        finally:
-            os.close(fd)
+        os.unlink(lock_path(guest_key, ifname))
 
 
 def building_notes() -> dict[str, tuple[str, str]]:
@@ -136,31 +190,29 @@ def building_notes() -> dict[str, tuple[str, str]]:
     return found
 
 
-def try_hold(guest_key: str, ifname: str) -> int | None:
-    """Take the lock of GUEST_KEY/IFNAME if nobody holds it: its fd (close it to release),
-    or None when it is held."""
-    fd = _open(guest_key, ifname)
+def sweep_idle() -> int:
+    """Remove the lock files nobody holds and that carry no note (what killed holders left
+    once their work was tagged); the number removed."""
+    removed = 0
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        names = os.listdir(lock_dir())
     except OSError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def is_free(guest_key: str, ifname: str) -> bool:
-    """True when nobody holds the lock of GUEST_KEY/IFNAME right now."""
-    path = lock_path(guest_key, ifname)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return True
+        return removed
+    for name in names:
+        if not name.endswith(".lock"):
+            continue
+        path = os.path.join(lock_dir(), name)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _is_current(fd, path) and os.fstat(fd).st_size == 0:
+                os.unlink(path)
+                removed += 1
+        except OSError:
+            continue  # held: in use
+        finally:
+            os.close(fd)
+    return removed
