@@ -95,6 +95,9 @@ def test_a_script_s_attach_is_run_by_the_daemon_and_the_client_imports_no_click(
     assert "ovsbridge.client" in imported
     assert not {"click", "dataclasses", "pyroute2", "docker", "ovsbridge.cli"} & imported
     assert "198.51.100.24/24" in guest_addresses(netns_exec, box)
+    from ovsbridge.system import locks
+
+    assert not os.path.exists(locks.lock_path(box.id, "eth1"))  # it ended: its lock file too
     # its errors: the same one line and exit code as the full CLI's
     bad = ovsbridge("attach", bridge, box.name, "198.51.100.24/33")
     local = ovsbridge("attach", bridge, box.name, "198.51.100.24/33", "--no-daemon")
