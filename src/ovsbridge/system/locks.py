@@ -163,18 +163,20 @@ def clear_note(guest_key: str, ifname: str) -> None:
         os.unlink(lock_path(guest_key, ifname))
 
 
+def _lock_files() -> list[str]:
+    """The paths of every lock file in the lock directory (none when it does not exist)."""
+    try:
+        names = os.listdir(lock_dir())
+    except OSError:
+        return []
+    return [os.path.join(lock_dir(), n) for n in names if n.endswith(".lock")]
+
+
 def building_notes() -> dict[str, tuple[str, str]]:
     """HOST_NAME -> (guest_key, ifname) of every note a killed holder left (see
     note_building); a note counts only in the lock file of the guest interface it names."""
     found: dict[str, tuple[str, str]] = {}
-    try:
-        names = os.listdir(lock_dir())
-    except OSError:
-        return found
-    for name in names:
-        if not name.endswith(".lock"):
-            continue
-        path = os.path.join(lock_dir(), name)
+    for path in _lock_files():
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
             try:
@@ -194,14 +196,7 @@ def sweep_idle() -> int:
     """Remove the lock files nobody holds and that carry no note (what killed holders left
     once their work was tagged); the number removed."""
     removed = 0
-    try:
-        names = os.listdir(lock_dir())
-    except OSError:
-        return removed
-    for name in names:
-        if not name.endswith(".lock"):
-            continue
-        path = os.path.join(lock_dir(), name)
+    for path in _lock_files():
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
