@@ -63,8 +63,10 @@ def servable(argv: list[str]) -> bool:
         return False
     if os.environ.get("_OVSBRIDGE_COMPLETE") or os.path.basename(sys.argv[0]) == "pipework":
         return False
+    # NOTE: stdout decides (a terminal gets tables); for these commands stderr's being a
+    # terminal changes nothing unless stdout is one too (the bulk progress bar).
     try:
-        return not (os.isatty(1) or os.isatty(2))
+        return not os.isatty(1)
     except OSError:
         return False
 

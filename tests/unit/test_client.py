@@ -50,8 +50,10 @@ def test_a_terminal_no_daemon_env_or_the_pipework_name_run_here(
     monkeypatch.setattr(sys, "argv", ["/usr/local/bin/pipework"])
     assert not client.servable(argv)
     monkeypatch.setattr(sys, "argv", ["ovsbridge"])
-    monkeypatch.setattr(client.os, "isatty", lambda fd: fd == 2)
+    monkeypatch.setattr(client.os, "isatty", lambda fd: fd == 1)
     assert not client.servable(argv)
+    monkeypatch.setattr(client.os, "isatty", lambda fd: fd == 2)  # `out=$(ovsbridge ps)`
+    assert client.servable(argv)
 
 
 def relay(lines: list[dict], monkeypatch: pytest.MonkeyPatch) -> tuple[int | None, str, str]:
