@@ -142,7 +142,13 @@ def _stopped(command: str) -> int:
 def main() -> None:
     argv = sys.argv[1:]
     if servable(argv):
-        code = run_served(argv)
+        try:
+            code = run_served(argv)
+        except KeyboardInterrupt:
+            # NOTE: as with the full CLI on the daemon path: the daemon finishes (or rolls
+            # back) what it was doing; this process only stops waiting for it
+            sys.stderr.write("error: interrupted\n")
+            sys.exit(130)
         if code is not None:
             sys.exit(code)
     from ovsbridge.cli import main as cli_main
