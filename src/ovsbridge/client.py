@@ -23,7 +23,7 @@ from ovsbridge.paths import daemon_paths
 
 TYPE_CHECKING = False  # NOTE: not typing's: importing typing costs a tenth of this client
 if TYPE_CHECKING:
-    from typing import BinaryIO
+    from typing import BinaryIO, TextIO
 
 # Commands a daemon may run for a script; the rest always runs here.
 SERVED_COMMANDS = frozenset({"attach", "detach", "ps"})
@@ -104,6 +104,7 @@ def run_served(argv: list[str]) -> int | None:
 def _relay(reader: BinaryIO, command: str) -> int | None:
     """Copy the daemon's stream of stdout/stderr chunks to ours; the exit code at its end."""
     wrote = False
+    closed: set[str] = set()
     for line in reader:
         try:
             answer = json.loads(line)
@@ -113,10 +114,16 @@ def _relay(reader: BinaryIO, command: str) -> int | None:
         if isinstance(progress, dict):
             for name, stream in (("stdout", sys.stdout), ("stderr", sys.stderr)):
                 text = progress.get(name)
-                if isinstance(text, str):
-                    stream.write(text)
-                    stream.flush()
+                if isinstance(text, str) and name not in closed:
                     wrote = True
+                    try:
+                        stream.write(text)
+                        stream.flush()
+                    except BrokenPipeError:
+                        # NOTE: our reader went away (`| head -1`): the daemon still
+                        # finishes the command; the exit code still tells how it went
+                        closed.add(name)
+                        _to_devnull(stream)
             continue
         if answer.get("ok"):
             result = answer.get("result") or {}
@@ -154,6 +161,17 @@ def main() -> None:
     from ovsbridge.cli import main as cli_main
 
     cli_main(prog_name="ovsbridge")
+
+
+def _to_devnull(stream: TextIO) -> None:
+    """After a broken pipe on STREAM: what is still buffered (and the interpreter's last
+    flush) goes nowhere instead of failing again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 __all__ = ["docker_endpoint", "main", "run_served", "servable"]

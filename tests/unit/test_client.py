@@ -105,3 +105,18 @@ def test_the_client_imports_neither_click_nor_dataclasses() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_reader_that_goes_away_does_not_turn_the_outcome_into_a_traceback() -> None:
+    # `ovsbridge ps | head -1`: the rest of stdout goes nowhere, stderr and the exit code stay
+    code = (
+        "import io, json, os, sys\n"
+        "from ovsbridge import client\n"
+        "r, w = os.pipe(); os.close(r); sys.stdout = os.fdopen(w, 'w')\n"
+        "lines = [{'progress': {'stdout': 'row\\n' * 20000}}, {'progress': {'stderr': 'n\\n'}},"
+        " {'ok': True, 'result': {'exit': 4}}]\n"
+        "stream = io.BytesIO(b''.join(json.dumps(x).encode() + b'\\n' for x in lines))\n"
+        "sys.exit(client._relay(stream, 'ps'))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=False, timeout=30)
+    assert (result.returncode, result.stderr) == (4, "n\n")
