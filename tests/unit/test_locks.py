@@ -49,7 +49,7 @@ def test_a_note_counts_only_in_the_file_of_the_interface_it_names(lock_dir) -> N
     fd = locks.try_hold(KEY, "eth1")
     assert fd is not None
     with open(locks.lock_path(KEY, "eth1"), "w") as f:
-        f.write(f"building ovbforged {KEY} eth9\n")  # names another ifname
+        f.write(f"building ovbforged {KEY} eth9 {locks._netns()}\n")  # another ifname
     os.close(fd)
     assert locks.building_notes() == {}
 
@@ -107,3 +107,24 @@ def test_a_lock_held_too_long_is_a_conflict(lock_dir) -> None:
             pass
     finally:
         os.close(fd)
+
+
+def test_a_note_is_kept_while_its_link_exists_and_only_judged_in_its_own_netns(
+        lock_dir) -> None:
+    def leave(ifname: str, text: str) -> None:
+        fd = locks.try_hold(KEY, ifname)
+        assert fd is not None
+        with open(locks.lock_path(KEY, ifname), "w") as f:
+            f.write(text)
+        os.close(fd)
+
+    here = locks._netns()
+    leave("eth1", f"building ovbgone {KEY} eth1 {here}\n")
+    leave("eth2", f"building ovbthere {KEY} eth2 {here}\n")
+    leave("eth3", f"building ovbelsewhere {KEY} eth3 {here + 1}\n")  # a simulated host's
+    leave("eth4", "garbage\n")
+    assert locks.building_notes() == {"ovbgone": (KEY, "eth1"), "ovbthere": (KEY, "eth2")}
+    assert locks.sweep_idle(links={"ovbthere", "lo"}) == 2  # eth1's and eth4's
+    assert locks.building_notes() == {"ovbthere": (KEY, "eth2")}
+    assert sorted(os.listdir(lock_dir)) == sorted(
+        os.path.basename(locks.lock_path(KEY, i)) for i in ("eth2", "eth3"))

@@ -172,9 +172,9 @@ class RealCleanupBackend:
         return locks.building_notes()
 
     def sweep_idle_locks(self) -> None:
-        from ovsbridge.system import locks
+        from ovsbridge.system import locks, netns
 
-        locks.sweep_idle()
+        locks.sweep_idle(netns.link_names())
 
     def clear_note(self, guest_key: str, ifname: str) -> None:
         from ovsbridge.system import locks

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from ovsbridge.errors import Conflict, EnvironmentProblem
 
@@ -151,9 +151,25 @@ def note_building(guest_key: str, ifname: str, host_name: str | None) -> None:
     try:
         os.ftruncate(fd, 0)
         if host_name is not None:
-            os.write(fd, f"{INTENT_BUILDING} {host_name} {guest_key} {ifname}\n".encode())
+            os.write(fd, f"{INTENT_BUILDING} {host_name} {guest_key} {ifname} "
+                         f"{_netns()}\n".encode())
     finally:
         os.close(fd)
+
+
+def _netns() -> int:
+    """The network namespace this thread works in: the lock directory is the machine's, but
+    a note speaks of a link in one namespace (a simulated host has its own)."""
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def _note(text: str, path: str) -> tuple[str, str, str, int] | None:
+    """(host_name, guest_key, ifname, netns) of a well-formed note in the file at PATH."""
+    words = text.split()
+    if len(words) != 5 or words[0] != INTENT_BUILDING or not words[4].isdigit() \
+            or lock_path(words[2], words[3]) != path:
+        return None
+    return words[1], words[2], words[3], int(words[4])
 
 
 def clear_note(guest_key: str, ifname: str) -> None:
@@ -161,6 +177,14 @@ def clear_note(guest_key: str, ifname: str) -> None:
     nobody else can have it; the next holder makes a fresh one)."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(lock_path(guest_key, ifname))
+
+
+def _idle(fd: int, path: str, links: Collection[str] | None) -> bool:
+    """Does the lock file at FD (held by us) say nothing that is still needed?"""
+    note = _note(os.pread(fd, 512, 0).decode("utf-8", "replace"), path)
+    if note is None:
+        return True
+    return links is not None and note[3] == _netns() and note[0] not in links
 
 
 def _lock_files() -> list[str]:
@@ -174,8 +198,10 @@ def _lock_files() -> list[str]:
 
 def building_notes() -> dict[str, tuple[str, str]]:
     """HOST_NAME -> (guest_key, ifname) of every note a killed holder left (see
-    note_building); a note counts only in the lock file of the guest interface it names."""
+    note_building) in this thread's netns; a note counts only in the lock file of the guest
+    interface it names."""
     found: dict[str, tuple[str, str]] = {}
+    here = _netns()
     for path in _lock_files():
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -185,16 +211,18 @@ def building_notes() -> dict[str, tuple[str, str]]:
                 os.close(fd)
         except OSError:
             continue
-        words = text.split()
-        if len(words) == 4 and words[0] == INTENT_BUILDING \
-                and lock_path(words[2], words[3]) == path:
-            found[words[1]] = (words[2], words[3])
+        note = _note(text, path)
+        if note is not None and note[3] == here:
+            found[note[0]] = (note[1], note[2])
     return found
 
 
-def sweep_idle() -> int:
-    """Remove the lock files nobody holds and that carry no note (what killed holders left
-    once their work was tagged); the number removed."""
+def sweep_idle(links: Collection[str] | None = None) -> int:
+    """Remove the lock files nobody holds that carry no note of use: none (what killed
+    holders left once their work was tagged), none well-formed, or, given the links of this
+    netns, one naming a link of this netns that is gone (a note proves whose a link is only
+    while the link exists); notes about another netns are that netns's to judge. The number
+    removed."""
     removed = 0
     for path in _lock_files():
         try:
@@ -203,7 +231,7 @@ def sweep_idle() -> int:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if _is_current(fd, path) and os.fstat(fd).st_size == 0:
+            if _is_current(fd, path) and _idle(fd, path, links):
                 os.unlink(path)
                 removed += 1
         except OSError:
