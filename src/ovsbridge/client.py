@@ -49,6 +49,11 @@ def docker_endpoint() -> dict[str, str]:
     return found
 
 
+def no_daemon_env() -> bool:
+    """OVSBRIDGE_NO_DAEMON asks for in-process work (1, yes, true, on)."""
+    return os.environ.get(NO_DAEMON_ENV, "").strip().lower() in ("1", "yes", "true", "on")
+
+
 def netns_inode() -> int:
     return os.stat("/proc/thread-self/ns/net").st_ino
 
@@ -59,7 +64,7 @@ def servable(argv: list[str]) -> bool:
         return False
     if any(arg in LOCAL_ONLY or arg.startswith("--from-file=") for arg in argv):
         return False
-    if os.environ.get(NO_DAEMON_ENV, "").strip().lower() in ("1", "yes", "true", "on"):
+    if no_daemon_env():
         return False
     if os.environ.get("_OVSBRIDGE_COMPLETE") or os.path.basename(sys.argv[0]) == "pipework":
         return False

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ovsbridge.client import no_daemon_env
+
 
 def _debug(message: str, *args: object) -> None:
     """Log at DEBUG when logging is on (-v); the daemon path never imports logging itself."""
@@ -24,7 +26,6 @@ def _debug(message: str, *args: object) -> None:
         logging.getLogger(__name__).debug(message, *args)
 
 
-NO_DAEMON_ENV = "OVSBRIDGE_NO_DAEMON"
 NETNS_DIR = "/var/run/netns"
 Progress = Callable[[dict[str, Any]], None]
 # The engine of a command line the daemon runs for a client (ovsbridge.client): run(op,
@@ -53,8 +54,7 @@ def client_env(name: str) -> str | None:
 
 
 def daemon_disabled(flag: bool) -> bool:
-    return flag or os.environ.get(NO_DAEMON_ENV, "").strip().lower() in ("1", "yes", "true",
-                                                                          "on")
+    return flag or no_daemon_env()
 
 
 def execute(op: str, payload: dict[str, Any], *, db: str | None, no_daemon: bool,

@@ -160,7 +160,9 @@ def note_building(guest_key: str, ifname: str, host_name: str | None) -> None:
 def _netns() -> int:
     """The network namespace this thread works in: the lock directory is the machine's, but
     a note speaks of a link in one namespace (a simulated host has its own)."""
-    return os.stat("/proc/thread-self/ns/net").st_ino
+    from ovsbridge.client import netns_inode
+
+    return netns_inode()
 
 
 def _note(text: str, path: str) -> tuple[str, str, str, int] | None:
