@@ -130,10 +130,21 @@ _session = threading.local()
 @contextmanager
 def session() -> Iterator[None]:
     """Within this block, this thread reuses one set of sockets per namespace (made on first
-    use, in one trip into the netns, closed at the end) instead of opening some per step."""
-    outer = getattr(_session, "kits", None)
-    if outer is not None:  # nested: the outer session serves
-        yield
+    use, in one trip into the netns, closed at the end) instead of opening some per step.
+
+    Nested, the outer session serves, and keeps this thread's own namespace's sockets; the
+    other namespaces' ones first opened inside are closed when the nested block ends (a
+    thread working on one guest after another keeps one set for the host, not one per
+    guest)."""
+    outer: dict[str | None, _Kit] | None = getattr(_session, "kits", None)
+    if outer is not None:
+        before = set(outer)
+        try:
+            yield
+        finally:
+            for path in [p for p in outer if p is not None and p not in before]:
+                with suppress(Exception):
+                    outer.pop(path).close()
         return
     kits: dict[str | None, _Kit] = {}
     _session.kits = kits
