@@ -279,11 +279,9 @@ def create_veth(host: str, peer: str, netns_path: str, mtu: int | None,
             log.debug("netlink: add veth %s peer %s in %s mtu=%s", host, peer, netns_path, mtu)
             ipr.link("add", ifname=host, kind="veth", peer=peer_spec, state="up", **extra)
             if alias:
-                # NOTE: the kernel ignores IFLA_IFALIAS in a newlink request: set it after.
-                index = _index(ipr, host)
-                if index is not None:
-                    ipr.link("set", index=index, ifalias=alias)
-                    _remember(None, host, index)
+                # NOTE: the kernel ignores IFLA_IFALIAS in a newlink request: set it after
+                # (by name: the kernel finds the link, no lookup request first).
+                ipr.link("set", ifname=host, ifalias=alias)
     except NetlinkError as exc:
         raise _translate(exc, f"cannot create veth {host}") from exc
     finally:
@@ -325,12 +323,11 @@ def link_aliases(netns_path: str | None = None) -> dict[str, str]:
 def set_alias(name: str, alias: str, netns_path: str | None = None) -> None:
     try:
         with _ipr(netns_path) as ipr:
-            index = _index(ipr, name, netns_path)
-            if index is None:
-                raise NotFound(f"interface {name} does not exist")
             log.debug("netlink: set %s alias %r", name, alias)
-            ipr.link("set", index=index, ifalias=alias)
+            ipr.link("set", ifname=name, ifalias=alias)  # by name: one request
     except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            raise NotFound(f"interface {name} does not exist") from exc
         raise _translate(exc, f"cannot set the identity of {name}") from exc
 
 
