@@ -26,6 +26,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ovsbridge.errors import Conflict, NotFound, OperationFailed, OvsbridgeError
 from ovsbridge.system.nsthread import run_in_netns
+from ovsbridge.system.rtnl import Route
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,21 +89,26 @@ def _closer(pending: queue.SimpleQueue[socket.socket]) -> None:
             sock.close()
 
 
-def _sockets_in(path: str) -> tuple[int, socket.socket, socket.socket]:
-    """In ONE trip into PATH's netns: a NETLINK_ROUTE socket (its fd), an AF_INET socket for
-    ioctls and a send-only raw socket for announcements. A socket stays in the netns it was
-    made in, so the rest of the work needs no thread of its own."""
+def _sockets_in(path: str) -> tuple[int, int, socket.socket, socket.socket]:
+    """In ONE trip into PATH's netns: two NETLINK_ROUTE sockets (their fds: rtnl.Route's,
+    and one for a full IPRoute if a call needs it), an AF_INET socket for ioctls and a
+    send-only raw socket for announcements. A socket stays in the netns it was made in, so
+    the rest of the work needs no thread of its own."""
 
-    def body() -> tuple[int, socket.socket, socket.socket]:
-        netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)  # 0: NETLINK_ROUTE
-        inet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    def body() -> tuple[int, int, socket.socket, socket.socket]:
+        made: list[socket.socket] = []
         try:
-            packet = _send_only_packet_socket()
+            for family, kind, proto in ((socket.AF_NETLINK, socket.SOCK_RAW, 0),  # ROUTE
+                                        (socket.AF_NETLINK, socket.SOCK_DGRAM, 0),
+                                        (socket.AF_INET, socket.SOCK_DGRAM, 0)):
+                made.append(socket.socket(family, kind, proto))
+            made.append(_send_only_packet_socket())
         except OSError:
-            inet.close()
-            netlink.close()
+            for sock in made:
+                sock.close()
             raise
-        return netlink.detach(), inet, packet
+        fast, full, inet, packet = made
+        return fast.detach(), full.detach(), inet, packet
 
     return in_netns(path, body)
 
@@ -111,7 +117,7 @@ def _sockets_in(path: str) -> tuple[int, socket.socket, socket.socket]:
 class _Kit:
     """One namespace's sockets for a session, and the indexes of links it made or renamed."""
 
-    ipr: IPRoute
+    ipr: Route
     inet: socket.socket | None = None
     packet: socket.socket | None = None
     index: dict[str, int] = field(default_factory=dict)
@@ -165,9 +171,12 @@ def _open(path: str | None) -> _Kit:
     """
     try:
         if path is None:
-            return _Kit(IPRoute())
-        fd, inet, packet = _sockets_in(path)
-        return _Kit(IPRoute(fileno=fd), inet, packet)
+            fast = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+            return _Kit(Route(fast.detach(), IPRoute))
+        fd, full_fd, inet, packet = _sockets_in(path)
+        spare = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0, fileno=full_fd)
+        route = Route(fd, lambda: IPRoute(fileno=spare.detach()), release=spare.close)
+        return _Kit(route, inet, packet)
     except (OSError, TimeoutError) as exc:
         raise NotFound(f"network namespace {path} cannot be opened: {exc}") from exc
 
@@ -184,7 +193,7 @@ def _kit(path: str | None) -> _Kit | None:
 
 
 @contextmanager
-def _ipr(path: str | None = None) -> Iterator[IPRoute]:
+def _ipr(path: str | None = None) -> Iterator[Route]:
     """The session's netlink socket for PATH's netns, or a fresh one closed after the block."""
     kit = _kit(path)
     if kit is not None:
@@ -355,7 +364,7 @@ def delete_link(name: str, netns_path: str | None = None, alias: str | None = No
             if index is None:
                 return False
             if alias is not None:
-                found = ipr.get_links(index)[0].get_attr("IFLA_IFALIAS") or ""
+                found = ipr.link("get", index=index)[0].get_attr("IFLA_IFALIAS") or ""
                 if found != alias:
                     log.warning("not deleting %s: its identity is %r, not %r", name, found,
                                 alias)
