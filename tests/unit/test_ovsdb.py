@@ -415,6 +415,36 @@ def test_matching_read_filters_on_the_server(serve: Any) -> None:
     assert ports[0]["name"] == "p1" and ifaces[0]["external_ids"] == {"k": "v"}
 
 
+def test_a_read_of_one_bridge_selects_only_its_rows(serve: Any) -> None:
+    u3 = U1[:-2] + "03"
+
+    def handler(msg: dict[str, Any], conn: socket.socket) -> dict[str, Any]:
+        ops = ops_of(msg)
+        table = ops[0]["table"]
+        if table == "Bridge":
+            return {"result": [{"rows": [{"_uuid": ["uuid", u3], "name": "br0",
+                                          "ports": ["uuid", U2]}]}]}
+        if table == "Port":
+            return {"result": [{"rows": [{"_uuid": ["uuid", U2], "name": "p1",
+                                          "interfaces": ["uuid", U1]}]}]}
+        return {"result": [{"rows": [{"_uuid": ["uuid", U1], "name": "p1"}]}]}
+
+    server = serve(handler)
+    bridges, ports, ifaces = ovsdb.full_read(OvsdbClient(server.target), "br0")
+    wheres = [[(op["table"], op["where"]) for op in ops_of(r)] for r in server.requests]
+    assert wheres == [[("Bridge", [["name", "==", "br0"]])],
+                      [("Port", [["_uuid", "==", ["uuid", U2]]])],
+                      [("Interface", [["_uuid", "==", ["uuid", U1]]])]]
+    assert [b["name"] for b in bridges] == ["br0"]
+    assert [p["name"] for p in ports] == ["p1"] and [i["name"] for i in ifaces] == ["p1"]
+
+
+def test_a_read_of_a_missing_bridge_reads_nothing_more(serve: Any) -> None:
+    server = serve(lambda msg, conn: {"result": [{"rows": []}]})
+    assert ovsdb.full_read(OvsdbClient(server.target), "nosuch") == ([], [], [])
+    assert len(server.requests) == 1
+
+
 def test_a_forked_child_does_not_share_the_parents_connection(serve: Any) -> None:
     import os
 

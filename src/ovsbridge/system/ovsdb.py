@@ -486,14 +486,34 @@ def is_failed_check(exc: OperationFailed) -> bool:
 
 def full_read(db: OvsdbClient, bridge: str | None = None,
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(bridges, ports, interfaces) in one round trip; BRIDGE limits the bridge rows."""
-    where = [condition("name", "==", bridge)] if bridge is not None else []
-    bridges, ports, ifaces = db.read([
-        select_op("Bridge", where, BRIDGE_COLUMNS),
-        select_op("Port", (), PORT_COLUMNS),
-        select_op("Interface", (), IFACE_COLUMNS),
-    ])
+    """(bridges, ports, interfaces): every row in one round trip; with BRIDGE, only that
+    bridge's rows, in three (its row, its ports, their interfaces: the cost grows with its
+    ports, not with the other bridges')."""
+    if bridge is None:
+        bridges, ports, ifaces = db.read([
+            select_op("Bridge", (), BRIDGE_COLUMNS),
+            select_op("Port", (), PORT_COLUMNS),
+            select_op("Interface", (), IFACE_COLUMNS),
+        ])
+        return bridges, ports, ifaces
+    (bridges,) = db.read([select_op("Bridge", [condition("name", "==", bridge)],
+                                    BRIDGE_COLUMNS)])
+    ports = _by_uuid(db, "Port", [u for b in bridges for u in as_set(b.get("ports", []))],
+                     PORT_COLUMNS)
+    ifaces = _by_uuid(db, "Interface",
+                      [u for p in ports for u in as_set(p.get("interfaces", []))],
+                      IFACE_COLUMNS)
     return bridges, ports, ifaces
+
+
+def _by_uuid(db: OvsdbClient, table: str, uuids: Sequence[Any], columns: Sequence[str],
+             ) -> list[dict[str, Any]]:
+    """The rows of TABLE with these UUIDS (one select each, in one round trip)."""
+    if not uuids:
+        return []
+    found = db.read([select_op(table, [condition("_uuid", "==", Uuid(str(u)))], columns)
+                     for u in uuids])
+    return [row for rows in found for row in rows]
 
 
 def matching_read(db: OvsdbClient, match: Mapping[str, str],
