@@ -27,10 +27,9 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ovsbridge import naming
 from ovsbridge.errors import (
@@ -56,6 +55,7 @@ MAX_WORKERS = 16  # guests configured at once when they wait on the network (DHC
 CPU_WORKERS = 2
 
 Progress = Callable[[int, Any], None]
+W = TypeVar("W")
 
 
 @dataclass(frozen=True)
@@ -227,7 +227,7 @@ def attach_many(backend: Backend, requests: Sequence[AttachRequest],
     return [w.outcome for w in works]
 
 
-def _each(func: Callable[[_Work], None], works: list[_Work], workers: int,
+def _each(func: Callable[[W], None], works: list[W], workers: int,
           session: Callable[[], contextlib.AbstractContextManager[None]]) -> None:
     """FUNC on each of WORKS, by up to WORKERS threads, each inside its own SESSION."""
     if len(works) <= 1:
@@ -734,19 +734,19 @@ def detach_many(backend: Backend, specs: Sequence[GuestSpec], ifname: str | None
     """detach for each guest; one DetachResult or OvsbridgeError per guest, in order."""
     out: list[Any] = [None] * len(specs)
 
+    # NOTE: detach waits on the kernel (a veth's deletion waits for RCU): MAX_WORKERS.
+    inner = contextlib.nullcontext if len(specs) == 1 else backend.session
+
     def one(index: int) -> None:
         try:
-            out[index] = detach(backend, specs[index], ifname, all_ifaces)
+            with inner():
+                out[index] = detach(backend, specs[index], ifname, all_ifaces)
         except Exception as exc:
             out[index] = _domain(exc)
         if progress is not None:
             progress(index, out[index])
 
-    if len(specs) == 1:
-        one(0)
-    else:
-        with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(specs))) as pool:
-            list(pool.map(one, range(len(specs))))
+    _each(one, list(range(len(specs))), MAX_WORKERS, backend.session)
     return out
 
 
