@@ -360,11 +360,13 @@ def delete_link(name: str, netns_path: str | None = None, alias: str | None = No
     """
     try:
         with _ipr(netns_path) as ipr:
-            index = _index(ipr, name, netns_path)
-            if index is None:
-                return False
-            if alias is not None:
-                found = ipr.link("get", index=index)[0].get_attr("IFLA_IFALIAS") or ""
+            if alias is None:
+                index = _index(ipr, name, netns_path)
+                if index is None:
+                    return False
+            else:
+                (msg,) = ipr.link("get", ifname=name)  # index and identity: one request
+                index, found = msg["index"], msg.get_attr("IFLA_IFALIAS") or ""
                 if found != alias:
                     log.warning("not deleting %s: its identity is %r, not %r", name, found,
                                 alias)
