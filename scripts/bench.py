@@ -37,6 +37,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import functools
+import itertools
 import json
 import os
 import platform
@@ -655,7 +656,7 @@ def ovs_docker_tool() -> Tool:
 def vswitchd_pass_tool() -> Tool:
     """A reference, not an attach: one ovs-vsctl change that waits for ovs-vswitchd (an
     external_ids key of our own bridge), the least any tool that waits for its port pays."""
-    count = iter(range(1 << 30))
+    count = itertools.count()
 
     def attach(bridge: str, box: Box, ifname: str, address: str) -> float:
         return timed(["ovs-vsctl", "set", "Bridge", bridge,
